@@ -1,0 +1,228 @@
+"""Phase 2: residual-stream activations at every layer, at the sentence end and at emotion-word tokens.
+
+Design: one forward per batch, hooks only on the requested hook points, each hook reduces [batch, pos,
+d_model] to [batch, d_model] on the spot (so nothing per-token is kept), and the forward is aborted right
+after the last requested hook fired: the final norm and the 49k-wide unembedding are never computed.
+Batches use right padding; with a causal mask (or an encoder's attention mask) the real tokens never see
+the pads, so batched == one-by-one up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import find_word_spans
+from .models import LoadedModel
+
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hook_name(layer: int, hook: str) -> str:
+    """TransformerLens hook name, used verbatim as tensor key, column and metric name."""
+    return f"blocks.{layer}.hook_{hook}"
+
+
+@dataclass(frozen=True)
+class TokenizedRow:
+    """Token ids of one text plus the positions activations are read at."""
+
+    input_ids: list[int]
+    end_pos: int
+    emotion_positions: list[int]
+    fallback: bool  # True when the row has no emotion words and emotion_positions = all text tokens
+
+
+def tokenize_row(tokenizer, text: str, emotion_words: Sequence[str], prepend_bos: bool, causal: bool) -> TokenizedRow:
+    """Tokenise with character offsets and map emotion words to the tokens that overlap them.
+
+    Causal models get an explicit BOS when `prepend_bos` (never twice); encoders get their own special
+    tokens ([CLS] ... [SEP]). Position 'sentence_end' is the last token of the text itself (not [SEP]).
+    """
+    emotion_words = [str(w) for w in emotion_words]  # parquet gives numpy arrays
+    enc = tokenizer(text, add_special_tokens=not causal, return_offsets_mapping=True,
+                    return_special_tokens_mask=True)
+    ids = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    special = list(enc["special_tokens_mask"])
+    if causal and prepend_bos and tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id, *ids]
+        offsets = [(0, 0), *offsets]
+        special = [1, *special]
+    text_positions = [i for i, s in enumerate(special) if not s]
+    if not text_positions:
+        raise ValueError(f"text produced no tokens: {text!r}")
+    spans = [span for word in emotion_words for span in find_word_spans(text, word)]
+    positions = sorted({i for i in text_positions for (s, e) in spans
+                        if offsets[i][0] < e and offsets[i][1] > s})
+    if emotion_words and not positions:
+        raise ValueError(f"emotion words {list(emotion_words)} map to no token in {text!r}")
+    return TokenizedRow(ids, text_positions[-1], positions or text_positions, fallback=not positions)
+
+
+def pad_right(rows: Sequence[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
+        mask[i, : len(r.input_ids)] = 1
+    return ids, mask
+
+
+def position_reducers(rows: Sequence[TokenizedRow], width: int, positions: Sequence[str]) -> dict[str, Reducer]:
+    """[batch, pos, d] -> [batch, d] readers for each position mode, built once per batch."""
+    reducers: dict[str, Reducer] = {}
+    if "sentence_end" in positions:
+        end = torch.tensor([r.end_pos for r in rows])
+        arange = torch.arange(len(rows))
+        reducers["sentence_end"] = lambda x: x[arange, end.to(x.device)]
+    if "emotion_tokens" in positions:
+        weights = torch.zeros((len(rows), width))
+        for i, r in enumerate(rows):
+            weights[i, r.emotion_positions] = 1.0 / len(r.emotion_positions)
+        reducers["emotion_tokens"] = lambda x: torch.einsum("bt,btd->bd", weights.to(x.device, x.dtype), x)
+    return reducers
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook: everything after it (final norm, unembedding) is skipped."""
+
+
+def _layer_list(model) -> torch.nn.ModuleList:
+    n_layers = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layer
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise RuntimeError(f"cannot find the {n_layers} transformer layers of {type(model).__name__}")
+
+
+def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                names: Sequence[str], reducers: dict[str, Reducer]) -> dict[str, dict[str, torch.Tensor]]:
+    """Run one forward and return {hook_name: {position: [batch, d_model]}} for the requested hooks only."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    last = max(names, key=lambda n: (int(n.split(".")[1]), n.endswith("resid_post")))
+
+    def record(name: str, x: torch.Tensor) -> None:
+        out[name] = {pos: fn(x).float().cpu() for pos, fn in reducers.items()}
+        if name == last:
+            raise _StopForward
+
+    device = lm.device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    with torch.inference_mode():
+        try:
+            if lm.bridge is not None:
+                def make(name: str):
+                    def hook(x, hook):  # noqa: ARG001 - TransformerLens hook signature
+                        record(name, x)
+                        return x
+                    return hook
+                lm.bridge.run_with_hooks(input_ids, attention_mask=attention_mask, return_type=None,
+                                         fwd_hooks=[(n, make(n)) for n in names])
+            else:
+                _run_hf_hooks(lm, input_ids, attention_mask, names, record)
+        except _StopForward:
+            pass
+    missing = set(names) - set(out)
+    if missing:
+        raise RuntimeError(f"hooks did not fire: {sorted(missing)[:4]}")
+    return out
+
+
+def _run_hf_hooks(lm: LoadedModel, input_ids, attention_mask, names, record) -> None:
+    """HF fallback: forward pre-hooks/hooks on the layer list give resid_pre/resid_post exactly."""
+    wanted = set(names)
+    layers = _layer_list(lm.hf_model)
+    handles = []
+    for layer, module in enumerate(layers):
+        pre, post = hook_name(layer, "resid_pre"), hook_name(layer, "resid_post")
+        if pre in wanted:
+            def pre_hook(mod, args, kwargs, _n=pre):
+                record(_n, args[0] if args else kwargs["hidden_states"])
+            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        if post in wanted:
+            def post_hook(mod, args, output, _n=post):
+                record(_n, output[0] if isinstance(output, tuple) else output)
+            handles.append(module.register_forward_hook(post_hook))
+    try:
+        lm.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class ExtractionResult:
+    """activations[position][hook_name] = float32 array [n_rows, d_model], rows in input order."""
+
+    activations: dict[str, dict[str, np.ndarray]]
+    rows: list[TokenizedRow]
+    n_tokens: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], hooks: Sequence[str],
+            positions: Sequence[str], batch_size: int, prepend_bos: bool = True,
+            progress: bool = True) -> ExtractionResult:
+    """Residuals for every row at every layer; batches are length-sorted so padding is minimal."""
+    rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
+    names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
+    acts = {pos: {n: np.zeros((len(rows), lm.d_model), dtype=np.float32) for n in names} for pos in positions}
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].input_ids), i))
+    start = time.perf_counter()
+    bar = tqdm(total=len(rows), desc=f"activations {lm.name}", unit="row", disable=not progress, mininterval=1.0)
+    for b in range(0, len(order), batch_size):
+        idx = order[b: b + batch_size]
+        batch = [rows[i] for i in idx]
+        ids, mask = pad_right(batch, lm.tokenizer.pad_token_id)
+        captured = run_capture(lm, ids, mask, names, position_reducers(batch, ids.shape[1], positions))
+        for name, by_pos in captured.items():
+            for pos, values in by_pos.items():
+                acts[pos][name][idx] = values.numpy()
+        bar.update(len(idx))
+    bar.close()
+    seconds = time.perf_counter() - start
+    return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds)
+
+
+def model_dirname(name: str) -> str:
+    """Directory name for a model's activations (HF ids contain '/')."""
+    return name.replace("/", "__")
+
+
+def save_activations(out_dir, result: ExtractionResult, index, lm: LoadedModel, prepend_bos: bool) -> None:
+    """One safetensors file per position mode (keys = hook names, [n_rows, d_model]) + a parquet row index."""
+    from pathlib import Path
+
+    from .io import write_parquet, write_tensors
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"model": lm.name, "backend": lm.backend, "n_layers": lm.n_layers, "d_model": lm.d_model,
+            "prepend_bos": prepend_bos, "dtype": "float32"}
+    for position, tensors in result.activations.items():
+        write_tensors(out_dir / f"{position}.safetensors", tensors, {**meta, "position": position})
+    index = index[["id", "emotion", "split"]].copy()
+    index["n_tokens"] = [len(r.input_ids) for r in result.rows]
+    index["sentence_end_pos"] = [r.end_pos for r in result.rows]
+    index["emotion_token_positions"] = [list(r.emotion_positions) for r in result.rows]
+    index["emotion_token_fallback"] = [r.fallback for r in result.rows]
+    write_parquet(out_dir / "index.parquet", index)
+
+
+def load_activations(model_dir, position: str):
+    """(row index frame, {hook_name: [n_rows, d_model] float32 array}) for one model and position mode."""
+    from pathlib import Path
+
+    from .io import read_parquet, read_tensors
+
+    model_dir = Path(model_dir)
+    tensors = read_tensors(model_dir / f"{position}.safetensors")
+    return read_parquet(model_dir / "index.parquet"), {k: v.numpy() for k, v in tensors.items()}

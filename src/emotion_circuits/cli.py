@@ -1,0 +1,36 @@
+"""Shared entry-point plumbing for `python -m stages.<name>`: --help, params, logging, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import UserError
+from .params import Params, load_params
+
+
+def run_stage(name: str, description: str, body: Callable[[Params, argparse.Namespace], None],
+              argv: Sequence[str] | None = None) -> int:
+    """Parse the common flags, run `body`, and turn user errors into one line on stderr + exit code 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="All knobs live in params.yaml; try variants with `dvc exp run -S key=value`.")
+    parser.add_argument("--params", default="params.yaml", help="params file to read (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s", stream=sys.stderr, force=True)
+    try:
+        body(load_params(args.params), args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; no outputs were written", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(name: str, description: str, body: Callable[[Params, argparse.Namespace], None]) -> None:
+    sys.exit(run_stage(name, description, body))

@@ -1,0 +1,276 @@
+"""Phase 1: read, validate, normalise, deduplicate and split the bundled dataset.
+
+The data is written once by people and committed under data/; nothing here generates sentences.
+Every problem is reported as one `DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from . import EMOTIONS, LABELS, REFERENCE
+from .errors import DataError
+
+SENTENCE_FIELDS = ("id", "text", "emotion")
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
+                         "\u00a0": " "})
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw row and where it came from (file, 1-based line) for error messages."""
+
+    fields: dict[str, Any]
+    source: str
+    line: int
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+def normalise_text(text: str) -> str:
+    """NFC, straight quotes/dashes, single spaces: the same sentence always tokenises the same way."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text).translate(_QUOTES)).strip()
+
+
+def find_word_spans(text: str, word: str) -> list[tuple[int, int]]:
+    """Character spans of whole-word, case-insensitive occurrences of `word` in `text`."""
+    pattern = re.compile(r"(?<!\w)" + re.escape(word) + r"(?!\w)", re.IGNORECASE)
+    return [m.span() for m in pattern.finditer(text)]
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read JSONL or CSV into records; malformed lines and empty files are errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DataError(f"{path}: unsupported format {suffix!r} (use .jsonl or .csv)")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return _read_jsonl(path, text) if suffix == ".jsonl" else _read_csv(path, text)
+
+
+def _read_jsonl(path: Path, text: str) -> list[Record]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        records.append(Record(obj, str(path), lineno))
+    return records
+
+
+def _read_csv(path: Path, text: str) -> list[Record]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames:
+        raise DataError(f"{path}:1: missing header row")
+    records = []
+    for row in reader:
+        if None in row:  # more cells than header columns
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV row (more cells than columns)")
+        fields: dict[str, Any] = dict(row)
+        words = fields.get("emotion_words")
+        if isinstance(words, str):
+            words = words.strip()
+            if words.startswith("["):
+                try:
+                    fields["emotion_words"] = json.loads(words)
+                except json.JSONDecodeError:
+                    raise DataError(f"{path}:{reader.line_num}: emotion_words is not a valid JSON list") from None
+            else:
+                fields["emotion_words"] = [w.strip() for w in words.split(";") if w.strip()]
+        records.append(Record(fields, str(path), reader.line_num))
+    if not records:
+        raise DataError(f"{path}: file has a header but no rows")
+    return records
+
+
+def _require(rec: Record, name: str) -> Any:
+    if name not in rec.fields or rec.fields[name] is None:
+        raise DataError(f"{rec.where()}: missing required field {name!r}")
+    return rec.fields[name]
+
+
+def _text(rec: Record, name: str = "text") -> str:
+    value = _require(rec, name)
+    if not isinstance(value, str):
+        raise DataError(f"{rec.where()}: field {name!r} must be a string")
+    value = normalise_text(value)
+    if not value:
+        raise DataError(f"{rec.where()}: field {name!r} is empty")
+    return value
+
+
+def _identifier(rec: Record) -> str:
+    value = _require(rec, "id")
+    if not isinstance(value, (str, int)) or not str(value).strip():
+        raise DataError(f"{rec.where()}: field 'id' must be a non-empty string")
+    return str(value).strip()
+
+
+def validate_sentences(records: Iterable[Record]) -> tuple[pd.DataFrame, int]:
+    """Validate emotion sentences; return the clean frame (sorted by id) and the number of duplicates dropped.
+
+    Exact duplicates (same normalised text, case-insensitive, same label) are dropped and counted; a text
+    that appears under two labels, or an id used twice, is an error because it cannot be resolved silently.
+    """
+    rows: list[dict[str, Any]] = []
+    seen_ids: dict[str, str] = {}
+    seen_text: dict[str, tuple[str, str]] = {}
+    duplicates = 0
+    for rec in records:
+        ident = _identifier(rec)
+        text = _text(rec)
+        emotion = _require(rec, "emotion")
+        if emotion not in LABELS:
+            raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
+        words = rec.fields.get("emotion_words", [])
+        if words is None:
+            words = []
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError(f"{rec.where()}: emotion_words must be a list of strings")
+        words = [normalise_text(w) for w in words if normalise_text(w)]
+        if emotion == REFERENCE and words:
+            raise DataError(f"{rec.where()}: neutral rows must have no emotion_words, got {words}")
+        for word in words:
+            if not find_word_spans(text, word):
+                raise DataError(f"{rec.where()}: emotion word {word!r} does not occur in the text")
+        if ident in seen_ids:
+            raise DataError(f"{rec.where()}: duplicate id {ident!r} (first seen at {seen_ids[ident]})")
+        seen_ids[ident] = rec.where()
+        key = text.casefold()
+        if key in seen_text:
+            first_label, first_where = seen_text[key]
+            if first_label != emotion:
+                raise DataError(f"{rec.where()}: same text as {first_where} but labelled {emotion!r} vs {first_label!r}")
+            duplicates += 1
+            continue
+        seen_text[key] = (emotion, rec.where())
+        extra = {k: v for k, v in rec.fields.items() if k == "register" and isinstance(v, str)}
+        rows.append({"id": ident, "text": text, "emotion": emotion, "emotion_words": words,
+                     "register": extra.get("register", ""), "n_words": len(text.split())})
+    if not rows:
+        raise DataError("dataset has no rows")
+    df = pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
+    missing = sorted(set(LABELS) - set(df["emotion"]))
+    if missing:
+        raise DataError(f"dataset has no rows for emotion(s): {', '.join(missing)}")
+    return df, duplicates
+
+
+def stratified_split(df: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
+    """Deterministic emotion-stratified fit/test assignment (depends only on ids, labels and seed)."""
+    counts = df["emotion"].value_counts()
+    if (counts < 2).any():
+        raise DataError(f"each emotion needs >= 2 rows to split, got {counts.to_dict()}")
+    fit_idx, test_idx = train_test_split(np.arange(len(df)), test_size=test_size, random_state=seed,
+                                         stratify=df["emotion"].to_numpy())
+    split = np.empty(len(df), dtype=object)
+    split[fit_idx] = "fit"
+    split[test_idx] = "test"
+    return pd.Series(split, index=df.index, name="split")
+
+
+def select_profile(df: pd.DataFrame, profile: str, per_emotion: int, seed: int) -> pd.DataFrame:
+    """`baseline` = every row; `smoke` = `per_emotion` rows per emotion, keeping both splits represented."""
+    if profile == "baseline":
+        return df
+    rng = np.random.default_rng(seed)
+    keys = pd.Series(rng.random(len(df)), index=df.index)
+    keep = []
+    for (_, split), group in df.groupby(["emotion", "split"], sort=True):
+        share = (group.shape[0] / (df["emotion"] == group["emotion"].iloc[0]).sum())
+        n = max(1, int(round(per_emotion * share)))
+        keep.extend(keys.loc[group.index].sort_values(kind="stable").index[:n])
+    return df.loc[sorted(keep)].reset_index(drop=True)
+
+
+def build_sentences(path: str | Path, test_size: float, seed: int, profile: str,
+                    smoke_per_emotion: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The dataset stage's core: read -> validate -> dedupe -> split -> profile; returns frame and metrics."""
+    df, duplicates = validate_sentences(read_records(path))
+    df["split"] = stratified_split(df, test_size, seed)
+    df = select_profile(df, profile, smoke_per_emotion, seed)
+    counts = {label: {s: int(((df["emotion"] == label) & (df["split"] == s)).sum()) for s in ("fit", "test")}
+              for label in LABELS}
+    metrics = {
+        "n_rows": int(len(df)),
+        "duplicates_removed": int(duplicates),
+        "profile": profile,
+        "counts": counts,
+        "mean_words": {label: round(float(df.loc[df["emotion"] == label, "n_words"].mean()), 3) for label in LABELS},
+        "rows_with_emotion_words": int(sum(len(w) > 0 for w in df["emotion_words"])),
+    }
+    return df, metrics
+
+
+def build_real_world(path: str | Path) -> pd.DataFrame:
+    """Real-world texts (posts, reviews, e-mails) with a dominant-emotion label, for steering evaluation."""
+    rows, seen = [], set()
+    for rec in read_records(path):
+        ident, text, label = _identifier(rec), _text(rec), _require(rec, "label")
+        if label not in LABELS:
+            raise DataError(f"{rec.where()}: unknown label {label!r} (allowed: {', '.join(LABELS)})")
+        if ident in seen:
+            raise DataError(f"{rec.where()}: duplicate id {ident!r}")
+        seen.add(ident)
+        rows.append({"id": ident, "text": text, "label": label, "source": str(rec.fields.get("source", ""))})
+    return pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def build_prompts(path: str | Path) -> pd.DataFrame:
+    """Neutral sentence openings that steering continues."""
+    rows, seen = [], set()
+    for rec in read_records(path):
+        ident, text = _identifier(rec), _text(rec)
+        if ident in seen:
+            raise DataError(f"{rec.where()}: duplicate id {ident!r}")
+        seen.add(ident)
+        rows.append({"id": ident, "text": text})
+    return pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def load_lexicons(path: str | Path) -> dict[str, list[str]]:
+    """Per-emotion keyword lists for the offline evaluator; lower-case, disjoint, one list per emotion."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    if not isinstance(raw, dict) or set(raw) != set(EMOTIONS):
+        raise DataError(f"{path}: expected an object with exactly the keys {', '.join(EMOTIONS)}")
+    owner: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    for emotion in EMOTIONS:
+        words = raw[emotion]
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise DataError(f"{path}: {emotion!r} must be a non-empty list of non-empty strings")
+        clean = sorted({normalise_text(w).lower() for w in words})
+        for w in clean:
+            if w in owner:
+                raise DataError(f"{path}: keyword {w!r} is listed under both {owner[w]!r} and {emotion!r}")
+            owner[w] = emotion
+        out[emotion] = clean
+    return out

@@ -1,0 +1,19 @@
+"""User-facing errors: one clear line, non-zero exit, no traceback wall."""
+
+
+class UserError(Exception):
+    """An error caused by input or configuration the user can fix; printed as one line."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """Malformed or invalid dataset file; the message names file and line."""
+
+
+class ParamsError(UserError):
+    """Invalid value in params.yaml."""
+
+
+class ModelLoadError(UserError):
+    """A model could not be loaded (unknown name, hub unreachable, missing package)."""

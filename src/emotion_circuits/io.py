@@ -1,0 +1,110 @@
+"""Deterministic, pickle-free, all-or-nothing writing of stage outputs.
+
+Every stage writes its outs into a staging directory next to the target and renames it into place
+only after everything succeeded, so a failing stage never leaves half-written outs behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if np.isfinite(value) else None
+    if isinstance(obj, np.ndarray):
+        return _to_jsonable(obj.tolist())
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Stable JSON text (sorted keys, fixed indent, trailing newline) so diffs stay meaningful."""
+    return json.dumps(_to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps_json(obj), encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    """Parquet without pandas index metadata drift; byte-identical for identical frames."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    pq.write_table(table, Path(path), compression="zstd", write_statistics=False)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(path))
+
+
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], metadata: Mapping[str, str]) -> None:
+    """Safetensors (never pickle): a `dvc pull` must not be able to execute code."""
+    as_torch = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous())
+                for k, v in sorted(tensors.items())}
+    save_file(as_torch, str(path), metadata={k: str(v) for k, v in sorted(metadata.items())})
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+@contextlib.contextmanager
+def staged_outputs(*targets: Path) -> Iterator[list[Path]]:
+    """Yield staging paths for `targets`; move them into place only if the block succeeds.
+
+    Targets may be files or directories. Existing targets are replaced only at the very end; on any
+    exception the staging area is deleted and nothing is written (DVC itself removes stale outs
+    before it runs a stage).
+    """
+    targets = [Path(t) for t in targets]
+    staging_roots: list[Path] = []
+    staged: list[Path] = []
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging_roots.append(root)
+        staged.append(root / target.name)
+    try:
+        yield staged
+        for target, path in zip(targets, staged):
+            if not path.exists():
+                raise RuntimeError(f"stage did not produce its output {target}")
+        for target, path in zip(targets, staged):
+            _remove(target)
+            os.replace(path, target)
+    finally:
+        for root in staging_roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

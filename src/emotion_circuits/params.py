@@ -1,0 +1,113 @@
+"""params.yaml -> typed, validated configs. params.yaml is the only knob file of the pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ParamsError
+
+T = TypeVar("T")
+
+HOOKS = ("resid_pre", "resid_post")
+POSITIONS = ("sentence_end", "emotion_tokens")
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    path: str = "data/emotions.jsonl"
+    real_world: str = "data/real_world.jsonl"
+    steering_prompts: str = "data/steering_prompts.jsonl"
+    lexicons: str = "data/lexicons.json"
+    test_size: float = 0.25
+    profile: str = "baseline"
+    smoke_per_emotion: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.test_size) < 1.0:
+            raise ParamsError(f"dataset.test_size must be in (0, 1), got {self.test_size!r}")
+        if self.profile not in ("baseline", "smoke"):
+            raise ParamsError(f"dataset.profile must be 'baseline' or 'smoke', got {self.profile!r}")
+        if int(self.smoke_per_emotion) < 2:
+            raise ParamsError(f"dataset.smoke_per_emotion must be >= 2, got {self.smoke_per_emotion!r}")
+
+
+@dataclass(frozen=True)
+class ActivationParams:
+    hooks: tuple[str, ...] = HOOKS
+    positions: tuple[str, ...] = POSITIONS
+    batch_size: int = 32
+    prepend_bos: bool = True
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hooks", tuple(self.hooks))
+        object.__setattr__(self, "positions", tuple(self.positions))
+        for hook in self.hooks:
+            if hook not in HOOKS:
+                raise ParamsError(f"activations.hooks: unknown hook point {hook!r} (allowed: {', '.join(HOOKS)})")
+        for pos in self.positions:
+            if pos not in POSITIONS:
+                raise ParamsError(f"activations.positions: unknown position {pos!r} (allowed: {', '.join(POSITIONS)})")
+        if not self.hooks or not self.positions:
+            raise ParamsError("activations.hooks and activations.positions must not be empty")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ParamsError(f"activations.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ParamsError(f"activations.dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    models: tuple[str, ...] = ("smollm2-135m",)
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    activations: ActivationParams = field(default_factory=ActivationParams)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(self.models))
+        if not self.models:
+            raise ParamsError("models must list at least one model")
+        if len(set(self.models)) != len(self.models):
+            raise ParamsError(f"models contains duplicates: {list(self.models)}")
+        if not isinstance(self.seed, int):
+            raise ParamsError(f"seed must be an integer, got {self.seed!r}")
+
+
+def _build(cls: type[T], section: Any, name: str) -> T:
+    if section is None:
+        return cls()
+    if not isinstance(section, dict):
+        raise ParamsError(f"params section {name!r} must be a mapping, got {type(section).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ParamsError(f"unknown key(s) in params section {name!r}: {', '.join(unknown)}")
+    try:
+        return cls(**section)
+    except TypeError as exc:  # wrong value types that the dataclass itself rejects
+        raise ParamsError(f"params section {name!r}: {exc}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; unknown keys are errors (typos must not be silently ignored)."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    top = {k: raw[k] for k in ("seed", "models") if k in raw}
+    return Params(
+        **top,
+        dataset=_build(DatasetParams, raw.get("dataset"), "dataset"),
+        activations=_build(ActivationParams, raw.get("activations"), "activations"),
+    )

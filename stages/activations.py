@@ -1,0 +1,39 @@
+"""Stage `activations`: resid_pre/resid_post at every layer, sentence end and emotion tokens, per model."""
+
+import time
+from pathlib import Path
+
+from emotion_circuits import activations as acts
+from emotion_circuits import cli
+from emotion_circuits.io import read_parquet, staged_outputs, write_json
+from emotion_circuits.models import load_model
+
+DATASET = Path("results/dataset/sentences.parquet")
+OUT = Path("results/activations")
+METRICS = Path("metrics/activations.json")
+
+
+def run(params, args) -> None:
+    p = params.activations
+    sentences = read_parquet(DATASET)
+    metrics, timing = {}, {}
+    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        for name in params.models:
+            start = time.perf_counter()
+            lm = load_model(name, device=p.device, dtype=p.dtype, seed=params.seed)
+            load_s = time.perf_counter() - start
+            result = acts.extract(lm, sentences["text"].tolist(), sentences["emotion_words"].tolist(), p.hooks,
+                                  p.positions, p.batch_size, p.prepend_bos, progress=not args.no_progress)
+            acts.save_activations(out / acts.model_dirname(lm.name), result, sentences, lm, p.prepend_bos)
+            metrics[lm.name] = {"backend": lm.backend, "n_rows": len(sentences), "n_layers": lm.n_layers,
+                                "d_model": lm.d_model, "n_tokens": result.n_tokens, "hooks": list(p.hooks),
+                                "positions": list(p.positions),
+                                "emotion_token_fallback_rows": sum(r.fallback for r in result.rows)}
+            timing[lm.name] = {"load_s": round(load_s, 2), "extract_s": round(result.seconds, 2),
+                               "tokens_per_s": round(result.n_tokens / max(result.seconds, 1e-9), 1)}
+        # `timing` is the only part of any out that differs between identical runs.
+        write_json(metrics_path, {"models": metrics, "timing": timing})
+
+
+if __name__ == "__main__":
+    cli.main("activations", __doc__, run)

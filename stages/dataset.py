@@ -1,0 +1,30 @@
+"""Stage `dataset`: validate, deduplicate and split the bundled data into results/dataset/."""
+
+from pathlib import Path
+
+from emotion_circuits import cli, data
+from emotion_circuits.io import staged_outputs, write_json, write_parquet
+
+OUT = Path("results/dataset")
+METRICS = Path("metrics/dataset.json")
+
+
+def run(params, args) -> None:
+    p = params.dataset
+    sentences, metrics = data.build_sentences(p.path, p.test_size, params.seed, p.profile, p.smoke_per_emotion)
+    real_world = data.build_real_world(p.real_world)
+    prompts = data.build_prompts(p.steering_prompts)
+    lexicons = data.load_lexicons(p.lexicons)
+    metrics.update(n_real_world=len(real_world), n_steering_prompts=len(prompts),
+                   lexicon_sizes={k: len(v) for k, v in lexicons.items()})
+    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        out.mkdir()
+        write_parquet(out / "sentences.parquet", sentences)
+        write_parquet(out / "real_world.parquet", real_world)
+        write_parquet(out / "steering_prompts.parquet", prompts)
+        write_json(out / "lexicons.json", lexicons)
+        write_json(metrics_path, metrics)
+
+
+if __name__ == "__main__":
+    cli.main("dataset", __doc__, run)
