@@ -64,14 +64,25 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], metadata: Mapping[str, str]) -> None:
-    """Safetensors (never pickle): a `dvc pull` must not be able to execute code."""
+    """Safetensors (never pickle): a `dvc pull` must not be able to execute code.
+
+    The metadata goes in as one JSON string under a single key: safetensors writes its metadata map in
+    arbitrary order, which would break byte-identical outputs.
+    """
     as_torch = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous())
                 for k, v in sorted(tensors.items())}
-    save_file(as_torch, str(path), metadata={k: str(v) for k, v in sorted(metadata.items())})
+    save_file(as_torch, str(path), metadata={"emotion_circuits": json.dumps(dict(metadata), sort_keys=True)})
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+def read_tensor_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("emotion_circuits", "{}"))
 
 
 @contextlib.contextmanager

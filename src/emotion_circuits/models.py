@@ -118,7 +118,9 @@ def _quiet() -> Any:
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     old = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
@@ -127,6 +129,8 @@ def _quiet() -> Any:
             yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
         if old is None:
             os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
         else:
@@ -277,8 +281,12 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
         return None
 
 
-def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> LoadedModel:
-    """Load a model by registry name, alias, local directory or HF id; once per stage."""
+def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0,
+               use_bridge: bool = True) -> LoadedModel:
+    """Load a model by registry name, alias, local directory or HF id; once per stage.
+
+    `use_bridge=False` keeps the plain HF model (benchmarks compare against it).
+    """
     spec = resolve_spec(name)
     torch_dtype = _DTYPES[dtype]
     with _quiet():
@@ -299,6 +307,8 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int
     config = model.config
     n_layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
     d_model = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
-    bridge = _boot_bridge(spec.location if spec.source == "hf" else spec.name, model, tok) if spec.causal else None
+    bridge = None
+    if spec.causal and use_bridge:
+        bridge = _boot_bridge(spec.location if spec.source == "hf" else spec.name, model, tok)
     return LoadedModel(name=spec.name, spec=spec, hf_model=model, tokenizer=tok, bridge=bridge,
                        n_layers=n_layers, d_model=d_model)

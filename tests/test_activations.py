@@ -1,0 +1,110 @@
+"""Phase 2: token alignment, exact batching, hook semantics, storage; on tiny models of three architectures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_circuits.activations import (extract, hook_name, load_activations, run_capture, save_activations,
+                                          tokenize_row)
+from emotion_circuits.io import read_tensor_metadata
+
+TEXTS = ["I am so grateful for your help, thanks!", "The bus leaves at nine.",
+         "How dare you ignore me again? This is outrageous and I am furious.", "Sorry.",
+         "I sincerely apologize for the delay; I am so sorry it took this long."]
+WORDS = [["grateful", "thanks"], [], ["How dare", "outrageous", "furious"], ["Sorry"], ["apologize", "sorry"]]
+HOOKS, POSITIONS = ("resid_pre", "resid_post"), ("sentence_end", "emotion_tokens")
+
+
+def test_emotion_word_positions_follow_character_offsets(tiny_llama):
+    text = "I am so grateful. Grateful!"
+    row = tokenize_row(tiny_llama.tokenizer, text, ["grateful"], prepend_bos=True, causal=True)
+    assert row.input_ids[0] == tiny_llama.tokenizer.bos_token_id
+    # byte tokenizer: one token per character, shifted by the BOS token; both occurrences, any case
+    expected = [1 + i for i in range(text.index("grateful"), text.index("grateful") + 8)]
+    expected += [1 + i for i in range(text.index("Grateful"), text.index("Grateful") + 8)]
+    assert row.emotion_positions == expected and not row.fallback
+    assert row.end_pos == len(text)  # last character, after BOS
+
+
+def test_neutral_rows_fall_back_to_all_text_tokens(tiny_llama):
+    row = tokenize_row(tiny_llama.tokenizer, "The bus.", [], prepend_bos=True, causal=True)
+    assert row.fallback and row.emotion_positions == list(range(1, 9))
+
+
+def test_bos_is_explicit(tiny_llama):
+    with_bos = tokenize_row(tiny_llama.tokenizer, "Hi there", [], prepend_bos=True, causal=True)
+    without = tokenize_row(tiny_llama.tokenizer, "Hi there", [], prepend_bos=False, causal=True)
+    assert with_bos.input_ids[1:] == without.input_ids and with_bos.end_pos == without.end_pos + 1
+
+
+def test_encoder_rows_exclude_cls_and_sep(tiny_bert):
+    row = tokenize_row(tiny_bert.tokenizer, "So sorry", ["sorry"], prepend_bos=True, causal=False)
+    tok = tiny_bert.tokenizer
+    assert row.input_ids[0] == tok.cls_token_id and row.input_ids[-1] == tok.sep_token_id
+    assert row.end_pos == len(row.input_ids) - 2 and row.emotion_positions == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
+def test_batched_extraction_matches_one_by_one(request, fixture):
+    lm = request.getfixturevalue(fixture)
+    batched = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=4, progress=False)
+    single = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=1, progress=False)
+    for pos in POSITIONS:
+        for name, values in batched.activations[pos].items():
+            np.testing.assert_allclose(values, single.activations[pos][name], rtol=1e-5, atol=1e-5)
+    assert batched.n_tokens == sum(len(r.input_ids) for r in batched.rows)
+
+
+def test_tiny_causal_models_run_through_the_bridge(tiny_llama, tiny_gpt2, tiny_bert):
+    assert tiny_llama.backend == "bridge" and tiny_gpt2.backend == "bridge"
+    assert tiny_bert.backend == "hf"  # encoders use HF module hooks (see models._boot_bridge)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
+def test_hooks_match_hf_hidden_states(request, fixture):
+    """resid_pre of layer L is the HF hidden state entering layer L; resid_post(L) == resid_pre(L+1)."""
+    lm = request.getfixturevalue(fixture)
+    rows = [tokenize_row(lm.tokenizer, t, w, True, lm.causal) for t, w in zip(TEXTS[:1], WORDS[:1])]
+    ids = torch.tensor([rows[0].input_ids])
+    names = [hook_name(L, h) for L in range(lm.n_layers) for h in HOOKS]
+    identity = {"all": lambda x: x[0]}
+    got = run_capture(lm, ids, torch.ones_like(ids), names, identity)
+    with torch.inference_mode():
+        hidden = lm.hf_model.base_model(input_ids=ids, output_hidden_states=True).hidden_states
+    for layer in range(lm.n_layers):
+        torch.testing.assert_close(got[hook_name(layer, "resid_pre")]["all"], hidden[layer][0], rtol=1e-5, atol=1e-5)
+        if layer + 1 < lm.n_layers:
+            torch.testing.assert_close(got[hook_name(layer, "resid_post")]["all"],
+                                       got[hook_name(layer + 1, "resid_pre")]["all"])
+
+
+def test_position_modes_read_the_intended_tokens(tiny_gpt2):
+    result = extract(tiny_gpt2, TEXTS[:1], WORDS[:1], ["resid_pre"], POSITIONS, batch_size=1, progress=False)
+    row = result.rows[0]
+    ids = torch.tensor([row.input_ids])
+    full = run_capture(tiny_gpt2, ids, torch.ones_like(ids), ["blocks.1.hook_resid_pre"], {"all": lambda x: x[0]})
+    per_token = full["blocks.1.hook_resid_pre"]["all"].numpy()
+    np.testing.assert_allclose(result.activations["sentence_end"]["blocks.1.hook_resid_pre"][0],
+                               per_token[row.end_pos], rtol=1e-6)
+    np.testing.assert_allclose(result.activations["emotion_tokens"]["blocks.1.hook_resid_pre"][0],
+                               per_token[row.emotion_positions].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_llama):
+    import pandas as pd
+
+    index = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "emotion": ["gratitude"] * len(TEXTS),
+                          "split": ["fit"] * len(TEXTS)})
+    result = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=2, progress=False)
+    save_activations(tmp_path / "m", result, index, tiny_llama, prepend_bos=True)
+    loaded_index, tensors = load_activations(tmp_path / "m", "emotion_tokens")
+    assert sorted(tensors) == sorted(hook_name(L, h) for L in range(3) for h in HOOKS)
+    np.testing.assert_array_equal(tensors["blocks.2.hook_resid_post"],
+                                  result.activations["emotion_tokens"]["blocks.2.hook_resid_post"])
+    assert loaded_index["emotion_token_fallback"].tolist() == [False, True, False, False, False]
+    assert tensors["blocks.0.hook_resid_pre"].shape == (len(TEXTS), tiny_llama.d_model)
+    meta = read_tensor_metadata(tmp_path / "m" / "sentence_end.safetensors")
+    assert meta == {"backend": "bridge", "d_model": 64, "dtype": "float32", "model": "tiny-llama", "n_layers": 3,
+                    "position": "sentence_end", "prepend_bos": True}

@@ -1,0 +1,82 @@
+"""Stage entry points: --help, one-line errors with exit code 2, and no outs left behind on failure."""
+
+from __future__ import annotations
+
+import shutil
+
+import yaml
+
+from .conftest import ROOT, run_module, write_jsonl
+
+
+def _project(tmp_path, **overrides):
+    """A scratch working directory with the bundled data and a params.yaml (overrides merged per section)."""
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_help_describes_the_stage(tmp_path):
+    out = run_module("stages.activations", "--help", cwd=tmp_path)
+    assert out.returncode == 0 and "resid_pre" in out.stdout and "params.yaml" in out.stdout
+
+
+def test_dataset_stage_writes_outs_on_good_input(tmp_path):
+    project = _project(tmp_path, dataset={"profile": "smoke"})
+    out = run_module("stages.dataset", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert (project / "results/dataset/sentences.parquet").exists() and (project / "metrics/dataset.json").exists()
+
+
+def test_bad_dataset_gives_one_line_error_and_no_outs(tmp_path):
+    project = _project(tmp_path)
+    write_jsonl(project / "data/emotions.jsonl",
+                ['{"id": "a", "text": "Thanks a lot!", "emotion": "gratitude", "emotion_words": ["Thanks"]}',
+                 '{"id": "b", "text": "Whatever.", "emotion": "boredom"}'])
+    out = run_module("stages.dataset", cwd=project)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: data/emotions.jsonl:2: unknown emotion 'boredom' "
+                                  "(allowed: gratitude, anger, apology, neutral)")
+    assert not (project / "results").exists() and not (project / "metrics").exists()
+
+
+def test_bad_params_are_rejected(tmp_path):
+    project = _project(tmp_path, activations={"batch_size": 0})
+    out = run_module("stages.activations", cwd=project)
+    assert out.returncode == 2 and "activations.batch_size must be a positive integer" in out.stderr
+    project2 = _project(tmp_path / "b", dataset={"spilt": 0.3})
+    out = run_module("stages.dataset", cwd=project2)
+    assert out.returncode == 2 and "unknown key(s) in params section 'dataset': spilt" in out.stderr
+
+
+def test_unreachable_or_unknown_model_is_one_clear_error(tmp_path):
+    project = _project(tmp_path, dataset={"profile": "smoke"}, models=["tiny-gpt2", "no-such-model-xyz"])
+    assert run_module("stages.dataset", cwd=project).returncode == 0
+    out = run_module("stages.activations", cwd=project, env={"HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "'no-such-model-xyz'" in lines[0] and "smollm2-135m" in lines[0]
+    assert "Traceback" not in out.stderr
+    assert not (project / "results/activations").exists()  # the tiny model's outs were not kept either
+
+
+def test_registered_hub_model_offline_says_what_to_do(tmp_path):
+    from emotion_circuits.errors import ModelLoadError
+    from emotion_circuits.models import load_model
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        import huggingface_hub.constants as c
+
+        mp.setattr(c, "HF_HUB_OFFLINE", True)
+        mp.setattr(c, "HF_HUB_CACHE", str(tmp_path))  # an empty cache, whatever this machine has seen
+        with pytest.raises(ModelLoadError, match=r"cannot load model 'gpt2' \(Hugging Face id 'openai-community/gpt2'\)"):
+            load_model("gpt2_small")

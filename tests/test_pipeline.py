@@ -1,0 +1,104 @@
+"""The DVC experiment repo end to end on tiny models: repro, no-op, determinism, params, push/pull."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1"}
+
+
+def sh(*cmd: str, cwd: Path) -> str:
+    out = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+
+
+def files(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of this repo's pipeline with tiny models and the smoke profile, as its own git+DVC repo."""
+    base = tmp_path_factory.mktemp("pipeline")
+    repo = base / "a"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("data", "stages", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"] = ["tiny-llama", "tiny-gpt2", "tiny-bert"]
+    params["dataset"]["profile"] = "smoke"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    dvc("init", "-q", cwd=repo)
+    dvc("config", "core.autostage", "true", cwd=repo)
+    dvc("remote", "add", "-d", "shared", str(base / "storage"), cwd=repo)
+    dvc("repro", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline", cwd=repo)
+    return repo
+
+
+def test_repro_produces_outs_and_metrics(project):
+    for model in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
+        assert {"index.parquet", "sentence_end.safetensors", "emotion_tokens.safetensors"} <= {
+            p.name for p in (project / "results/activations" / model).iterdir()}
+    metrics = json.loads((project / "metrics/activations.json").read_text())
+    assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 32
+    assert "results/activations" in (project / "dvc.lock").read_text()
+
+
+def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):
+    out = dvc("repro", cwd=project)
+    assert "Running stage" not in out
+    before = {k: p.read_bytes() for k, p in files(project / "results").items()}
+    metrics_before = json.loads((project / "metrics/activations.json").read_text())
+    dvc("repro", "-f", cwd=project)
+    after = {k: p.read_bytes() for k, p in files(project / "results").items()}
+    assert before.keys() == after.keys() and all(before[k] == after[k] for k in before)
+    metrics_after = json.loads((project / "metrics/activations.json").read_text())
+    metrics_before.pop("timing"), metrics_after.pop("timing")  # wall-clock seconds are the only exception
+    assert metrics_before == metrics_after
+
+
+def test_exp_run_sets_any_param_and_params_diff_shows_it(project):
+    dvc("exp", "run", "-S", "activations.batch_size=5", cwd=project)
+    diff = dvc("params", "diff", cwd=project)
+    assert "activations.batch_size" in diff and "5" in diff
+    sh("git", "reset", "-q", "--hard", cwd=project)  # back to the committed params and dvc.lock
+    dvc("checkout", "-f", cwd=project)
+    assert "up to date" in dvc("status", cwd=project)
+
+
+def test_push_then_pull_in_a_second_clone_restores_without_recomputing(project, tmp_path):
+    dvc("push", cwd=project)
+    clone = tmp_path / "b"
+    sh("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    assert not (clone / "results").exists()
+    dvc("pull", cwd=clone)
+    ours, theirs = files(project / "results"), files(clone / "results")
+    assert ours.keys() == theirs.keys()
+    assert all(filecmp.cmp(ours[k], theirs[k], shallow=False) for k in ours)
+    status = dvc("status", cwd=clone)
+    assert "up to date" in status
+    out = dvc("repro", cwd=clone)
+    assert "Running stage" not in out
