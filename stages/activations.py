@@ -6,7 +6,7 @@ from pathlib import Path
 from emotion_circuits import activations as acts
 from emotion_circuits import cli
 from emotion_circuits.io import read_parquet, staged_outputs, write_json
-from emotion_circuits.models import load_model
+from emotion_circuits.models import RANDOM_INIT_SUFFIX, load_model
 
 DATASET = Path("results/dataset/sentences.parquet")
 OUT = Path("results/activations")
@@ -18,7 +18,9 @@ def run(params, args) -> None:
     sentences = read_parquet(DATASET)
     metrics, timing = {}, {}
     with staged_outputs(OUT, METRICS) as (out, metrics_path):
-        for name in params.models:
+        # Random-init copies are the alignment stage's null models (a map must not align them).
+        names = [*params.models, *([m + RANDOM_INIT_SUFFIX for m in params.models] if p.random_init_controls else [])]
+        for name in names:
             start = time.perf_counter()
             lm = load_model(name, device=p.device, dtype=p.dtype, seed=params.seed)
             load_s = time.perf_counter() - start

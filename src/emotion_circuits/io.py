@@ -69,6 +69,7 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], 
     The metadata goes in as one JSON string under a single key: safetensors writes its metadata map in
     arbitrary order, which would break byte-identical outputs.
     """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     as_torch = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous())
                 for k, v in sorted(tensors.items())}
     save_file(as_torch, str(path), metadata={"emotion_circuits": json.dumps(dict(metadata), sort_keys=True)})

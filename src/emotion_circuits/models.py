@@ -281,12 +281,27 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
         return None
 
 
+RANDOM_INIT_SUFFIX = "__random-init"
+
+
 def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0,
                use_bridge: bool = True) -> LoadedModel:
     """Load a model by registry name, alias, local directory or HF id; once per stage.
 
-    `use_bridge=False` keeps the plain HF model (benchmarks compare against it).
+    `<name>__random-init` gives the same architecture and tokenizer with freshly initialised (seeded)
+    weights: the null model that alignment must *not* align. `use_bridge=False` keeps the plain HF model
+    (benchmarks compare against it).
     """
+    if name.endswith(RANDOM_INIT_SUFFIX):
+        trained = load_model(name[: -len(RANDOM_INIT_SUFFIX)], device, dtype, seed, use_bridge=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            model = type(trained.hf_model)(trained.hf_model.config).to(device=trained.device,
+                                                                      dtype=next(trained.hf_model.parameters()).dtype)
+        model.eval()
+        bridge = _boot_bridge(name, model, trained.tokenizer) if trained.causal and use_bridge else None
+        spec = ModelSpec(name, "random_init", trained.spec.location, causal=trained.causal)
+        return LoadedModel(name, spec, model, trained.tokenizer, bridge, trained.n_layers, trained.d_model)
     spec = resolve_spec(name)
     torch_dtype = _DTYPES[dtype]
     with _quiet():

@@ -42,6 +42,7 @@ class ActivationParams:
     positions: tuple[str, ...] = POSITIONS
     batch_size: int = 32
     prepend_bos: bool = True
+    random_init_controls: bool = True
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -63,11 +64,68 @@ class ActivationParams:
 
 
 @dataclass(frozen=True)
+class VectorParams:
+    n_components: int = 8
+    probe_hooks: tuple[str, ...] = ("resid_post",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "probe_hooks", tuple(self.probe_hooks))
+        if not isinstance(self.n_components, int) or self.n_components < 1:
+            raise ParamsError(f"vectors.n_components must be a positive integer, got {self.n_components!r}")
+        for hook in self.probe_hooks:
+            if hook not in HOOKS:
+                raise ParamsError(f"vectors.probe_hooks: unknown hook point {hook!r} (allowed: {', '.join(HOOKS)})")
+
+
+@dataclass(frozen=True)
+class AlignmentParams:
+    position: str = "sentence_end"
+    hook: str = "resid_post"
+    reduce_dim: int = 48
+    ks: tuple[int, ...] = (2, 5, 10, 20)
+    k_report: int = 5
+    variants: tuple[str, ...] = ("raw", "zscore", "drop_massive", "seeds")
+    primary_variant: str = "zscore"
+    ridge_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    n_layer_pairs: int = 6
+    n_random: int = 500
+    n_perm: int = 50
+    n_noise: int = 20
+    n_cka_perm: int = 50
+    massive_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("ks", "variants", "ridge_alphas"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.position not in POSITIONS:
+            raise ParamsError(f"alignment.position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
+        if self.hook not in HOOKS:
+            raise ParamsError(f"alignment.hook must be one of {', '.join(HOOKS)}, got {self.hook!r}")
+        known = ("raw", "zscore", "drop_massive", "seeds")
+        for v in self.variants:
+            if v not in known:
+                raise ParamsError(f"alignment.variants: unknown variant {v!r} (allowed: {', '.join(known)})")
+        if self.primary_variant not in self.variants:
+            raise ParamsError(f"alignment.primary_variant {self.primary_variant!r} is not in alignment.variants")
+        if not all(isinstance(k, int) and k >= 1 for k in self.ks) or self.k_report not in self.ks:
+            raise ParamsError(f"alignment.ks must be positive integers containing k_report={self.k_report!r}")
+        if max(self.ks) >= self.reduce_dim:
+            raise ParamsError(f"alignment.reduce_dim ({self.reduce_dim}) must exceed every k in alignment.ks")
+        for name in ("n_random", "n_perm", "n_noise", "n_cka_perm", "n_layer_pairs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise ParamsError(f"alignment.{name} must be an integer >= 2, got {getattr(self, name)!r}")
+        if not 0.0 < float(self.massive_share) < 1.0:
+            raise ParamsError(f"alignment.massive_share must be in (0, 1), got {self.massive_share!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     models: tuple[str, ...] = ("smollm2-135m",)
     dataset: DatasetParams = field(default_factory=DatasetParams)
     activations: ActivationParams = field(default_factory=ActivationParams)
+    vectors: VectorParams = field(default_factory=VectorParams)
+    alignment: AlignmentParams = field(default_factory=AlignmentParams)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
@@ -110,4 +168,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         **top,
         dataset=_build(DatasetParams, raw.get("dataset"), "dataset"),
         activations=_build(ActivationParams, raw.get("activations"), "activations"),
+        vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
+        alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
     )

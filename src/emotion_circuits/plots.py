@@ -1,0 +1,60 @@
+"""Static PNG figures (matplotlib, Agg) that go next to the CSV data DVC renders with `dvc plots show`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# Fixed metadata so identical data gives byte-identical PNGs.
+_META = {"Software": None}
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_META)
+    plt.close(fig)
+
+
+def lines(df: pd.DataFrame, x: str, y: str, hue: str, path: Path, title: str, ylabel: str | None = None,
+          band: tuple[str, str] | None = None, facet: str | None = None, hline: float | None = None) -> None:
+    """One line per `hue` value, optional shaded null band (lower, upper columns), one panel per `facet`."""
+    facets = sorted(df[facet].unique()) if facet else [None]
+    fig, axes = plt.subplots(1, len(facets), figsize=(5 * len(facets), 3.6), squeeze=False)
+    for ax, value in zip(axes[0], facets):
+        part = df if value is None else df[df[facet] == value]
+        for key, group in part.groupby(hue, sort=True):
+            group = group.sort_values(x)
+            (line,) = ax.plot(group[x], group[y], marker="o", ms=3, label=str(key))
+            if band:
+                ax.fill_between(group[x], group[band[0]], group[band[1]], color=line.get_color(), alpha=0.15)
+        if hline is not None:
+            ax.axhline(hline, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel or y)
+        ax.set_title(f"{title}" + (f" — {value}" if value is not None else ""), fontsize=9)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: Path, title: str,
+            xlabel: str = "", ylabel: str = "", vmin: float | None = None, vmax: float | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.35 * len(cols) + 2), max(3.0, 0.3 * len(rows) + 1.5)))
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=90)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    if matrix.size <= 36:
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+    _save(fig, path)

@@ -1,0 +1,73 @@
+"""Stage `alignment`: cross-model and self subspace comparison with null baselines (principal angles,
+cos^2 overlap, linear map fit on neutral sentences, Procrustes, CCA, CKA, k-sweep)."""
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from emotion_circuits import alignment as al
+from emotion_circuits import cli
+from emotion_circuits.activations import load_activations, model_dirname
+from emotion_circuits.errors import UserError
+from emotion_circuits.io import staged_outputs, write_json
+from emotion_circuits.models import RANDOM_INIT_SUFFIX
+
+ACTIVATIONS = Path("results/activations")
+OUT = Path("results/alignment")
+METRICS = Path("metrics/alignment.json")
+PLOTS = Path("metrics/plots/alignment")
+
+
+def _load(model: str, position: str, hook: str):
+    path = ACTIVATIONS / model_dirname(model)
+    if not path.exists():
+        return None, None
+    index, acts = load_activations(path, position)
+    layers = sorted({int(k.split(".")[1]) for k in acts})
+    return index, [acts[f"blocks.{layer}.hook_{hook}"] for layer in layers]
+
+
+def run(params, args) -> None:
+    p = params.alignment
+    data, random_init = {}, {}
+    for model in params.models:
+        index, layers = _load(model, p.position, p.hook)
+        if index is None:
+            raise UserError(f"no activations for {model!r}: run `dvc repro activations` first")
+        data[model] = (index, layers)
+        random_init[model] = _load(model + RANDOM_INIT_SUFFIX, p.position, p.hook)[1]
+    ids = data[params.models[0]][0]["id"].tolist()
+    for model, (index, _) in data.items():
+        if index["id"].tolist() != ids:
+            raise UserError(f"activations of {model!r} were computed on different rows; rerun the activations stage")
+    labels = data[params.models[0]][0]["emotion"].to_numpy()
+    split = data[params.models[0]][0]["split"].to_numpy()
+    common = dict(reduce_dim=p.reduce_dim, ks=p.ks, ridge_alphas=p.ridge_alphas, n_random=p.n_random,
+                  n_perm=p.n_perm, n_noise=p.n_noise, massive_share=p.massive_share, seed=params.seed)
+    jobs = [(a, b, la, lb) for a in params.models for b in params.models
+            for la, lb in al.layer_pairs(len(data[a][1]), len(data[b][1]), p.n_layer_pairs)]
+    results = []
+    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+        out.mkdir()
+        plots.mkdir()
+        for a, b, la, lb in tqdm(jobs, desc="alignment", disable=args.no_progress):
+            xa, xb = data[a][1][la], data[b][1][lb]
+            xr = random_init[a][la] if random_init[a] is not None else None
+            similarity = {}
+            for variant in p.variants:
+                cfg = al.variant_config(variant, **common)
+                if cfg.features not in similarity:
+                    similarity[cfg.features] = al.similarity_scores(xa, xb, split, cfg.features, p.massive_share,
+                                                                    p.n_cka_perm, params.seed)
+                res = al.align_layer_pair(xa, xb, labels, split, cfg, xr)
+                results.append({"a": a, "b": b, "layer_a": la, "layer_b": lb, "variant": variant,
+                                **similarity[cfg.features], **res})
+        grids = {(a, b): al.cka_grid(data[a][1], data[b][1], split, "zscore", p.massive_share)
+                 for i, a in enumerate(params.models) for b in params.models[i + 1:]}
+        massive = {m: al.massive_report(layers, split, p.massive_share) for m, (_, layers) in data.items()}
+        al.write_outputs(results, grids, massive, p, out, plots)
+        write_json(metrics_path, al.summarise(results, massive, p))
+
+
+if __name__ == "__main__":
+    cli.main("alignment", __doc__, run)

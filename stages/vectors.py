@@ -1,0 +1,46 @@
+"""Stage `vectors`: emotion vectors, norms, cosine tables, PCA subspaces and linear probes per layer."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from emotion_circuits import cli
+from emotion_circuits import vectors as vec
+from emotion_circuits.activations import load_activations, model_dirname
+from emotion_circuits.io import staged_outputs, write_json, write_parquet, write_tensors
+
+ACTIVATIONS = Path("results/activations")
+OUT = Path("results/vectors")
+METRICS = Path("metrics/vectors.json")
+PLOTS = Path("metrics/plots/vectors")
+
+
+def run(params, args) -> None:
+    p = params.vectors
+    tables: dict[str, list] = {"norms": [], "cosines": [], "probes": [], "pca": []}
+    vectors_by_model = {}
+    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+        out.mkdir()
+        plots.mkdir()
+        jobs = [(m, pos) for m in params.models for pos in params.activations.positions]
+        for model, position in tqdm(jobs, desc="vectors", disable=args.no_progress):
+            index, acts = load_activations(ACTIVATIONS / model_dirname(model), position)
+            tensors, norms, cosines, probes, pcas = vec.analyse_model(
+                model, position, acts, index["emotion"].to_numpy(), index["split"].to_numpy(), p.n_components,
+                p.probe_hooks, params.seed)
+            write_tensors(out / model_dirname(model) / f"{position}.safetensors", tensors,
+                          {"model": model, "position": position, "emotions": ",".join(vec.EMOTIONS)})
+            vectors_by_model[(model, position)] = tensors
+            for key, rows in zip(("norms", "cosines", "probes", "pca"), (norms, cosines, probes, pcas)):
+                tables[key].extend(rows)
+        frames = {k: pd.DataFrame(v) for k, v in tables.items()}
+        for key, frame in frames.items():
+            write_parquet(out / f"{key}.parquet", frame)
+        vec.write_plots(frames, plots, out / "plots")
+        write_json(metrics_path, vec.summarise(frames, vectors_by_model, params.models))
+
+
+if __name__ == "__main__":
+    cli.main("vectors", __doc__, run)
