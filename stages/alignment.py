@@ -42,8 +42,6 @@ def run(params, args) -> None:
             raise UserError(f"activations of {model!r} were computed on different rows; rerun the activations stage")
     labels = data[params.models[0]][0]["emotion"].to_numpy()
     split = data[params.models[0]][0]["split"].to_numpy()
-    common = dict(reduce_dim=p.reduce_dim, ks=p.ks, ridge_alphas=p.ridge_alphas, n_random=p.n_random,
-                  n_perm=p.n_perm, n_noise=p.n_noise, massive_share=p.massive_share, seed=params.seed)
     jobs = [(a, b, la, lb) for a in params.models for b in params.models
             for la, lb in al.layer_pairs(len(data[a][1]), len(data[b][1]), p.n_layer_pairs)]
     results = []
@@ -55,7 +53,7 @@ def run(params, args) -> None:
             xr = random_init[a][la] if random_init[a] is not None else None
             similarity = {}
             for variant in p.variants:
-                cfg = al.variant_config(variant, **common)
+                cfg = al.variant_config(variant, p, params.seed)
                 if cfg.features not in similarity:
                     similarity[cfg.features] = al.similarity_scores(xa, xb, split, cfg.features, p.massive_share,
                                                                     p.n_cka_perm, params.seed)

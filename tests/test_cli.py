@@ -80,3 +80,27 @@ def test_registered_hub_model_offline_says_what_to_do(tmp_path):
         mp.setattr(c, "HF_HUB_CACHE", str(tmp_path))  # an empty cache, whatever this machine has seen
         with pytest.raises(ModelLoadError, match=r"cannot load model 'gpt2' \(Hugging Face id 'openai-community/gpt2'\)"):
             load_model("gpt2_small")
+
+
+def test_alignment_without_activations_says_what_to_run(tmp_path):
+    project = _project(tmp_path)
+    out = run_module("stages.alignment", cwd=project)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: no activations for 'smollm2-135m': run `dvc repro activations` first")
+    assert not (project / "results").exists()
+
+
+def test_alignment_params_are_checked_for_consistency(tmp_path):
+    import pytest
+
+    from emotion_circuits.errors import ParamsError
+    from emotion_circuits.params import load_params
+
+    cases = [({"primary_variant": "seeds", "variants": ["raw"]}, "is not in alignment.variants"),
+             ({"ks": [2, 5, 60]}, "must exceed every k"),
+             ({"variants": ["raw", "magic"]}, "unknown variant 'magic'"),
+             ({"k_report": 3}, "containing k_report=3")]
+    for i, (override, message) in enumerate(cases):
+        project = _project(tmp_path / str(i), alignment=override)
+        with pytest.raises(ParamsError, match=message):
+            load_params(project / "params.yaml")

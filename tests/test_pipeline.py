@@ -47,6 +47,9 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = ["tiny-llama", "tiny-gpt2", "tiny-bert"]
     params["dataset"]["profile"] = "smoke"
+    params["dataset"]["smoke_per_emotion"] = 40
+    params["alignment"].update(reduce_dim=8, ks=[2, 4], k_report=2, n_random=50, n_perm=5, n_noise=3,
+                               n_cka_perm=5, n_layer_pairs=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     dvc("init", "-q", cwd=repo)
@@ -63,8 +66,18 @@ def test_repro_produces_outs_and_metrics(project):
         assert {"index.parquet", "sentence_end.safetensors", "emotion_tokens.safetensors"} <= {
             p.name for p in (project / "results/activations" / model).iterdir()}
     metrics = json.loads((project / "metrics/activations.json").read_text())
-    assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 32
-    assert "results/activations" in (project / "dvc.lock").read_text()
+    assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 160
+    assert "tiny-gpt2__random-init" in metrics["models"]  # the alignment stage's null model
+    lock = (project / "dvc.lock").read_text()
+    assert all(f"results/{stage}" in lock for stage in ("activations", "vectors", "alignment"))
+    vectors = json.loads((project / "metrics/vectors.json").read_text())
+    assert "best_layer" in vectors["models"]["tiny-llama"]["sentence_end"]
+    assert "not comparable" in vectors["cross_model_cosine"]["tiny-llama|tiny-gpt2|sentence_end"]
+    alignment = json.loads((project / "metrics/alignment.json").read_text())
+    assert len(alignment["pairs"]) == 9
+    assert "(ok)" in alignment["pairs"]["tiny-gpt2->tiny-gpt2"]["verdict"]
+    assert (project / "results/alignment/scores.parquet").exists()
+    assert (project / "results/alignment/plots/ksweep.png").exists()
 
 
 def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):

@@ -18,14 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import find_word_spans
+from .hooks import hook_name, residual_hooks
 from .models import LoadedModel
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def hook_name(layer: int, hook: str) -> str:
-    """TransformerLens hook name, used verbatim as tensor key, column and metric name."""
-    return f"blocks.{layer}.hook_{hook}"
 
 
 @dataclass(frozen=True)
@@ -94,67 +90,30 @@ class _StopForward(Exception):
     """Raised from the last needed hook: everything after it (final norm, unembedding) is skipped."""
 
 
-def _layer_list(model) -> torch.nn.ModuleList:
-    n_layers = model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else model.config.n_layer
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise RuntimeError(f"cannot find the {n_layers} transformer layers of {type(model).__name__}")
-
-
 def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 names: Sequence[str], reducers: dict[str, Reducer]) -> dict[str, dict[str, torch.Tensor]]:
     """Run one forward and return {hook_name: {position: [batch, d_model]}} for the requested hooks only."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     last = max(names, key=lambda n: (int(n.split(".")[1]), n.endswith("resid_post")))
 
-    def record(name: str, x: torch.Tensor) -> None:
-        out[name] = {pos: fn(x).float().cpu() for pos, fn in reducers.items()}
-        if name == last:
-            raise _StopForward
+    def recorder(name: str):
+        def record(x: torch.Tensor) -> None:
+            out[name] = {pos: fn(x).float().cpu() for pos, fn in reducers.items()}
+            if name == last:
+                raise _StopForward
+        return record
 
     device = lm.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), residual_hooks(lm, {n: recorder(n) for n in names}):
         try:
-            if lm.bridge is not None:
-                def make(name: str):
-                    def hook(x, hook):  # noqa: ARG001 - TransformerLens hook signature
-                        record(name, x)
-                        return x
-                    return hook
-                lm.bridge.run_with_hooks(input_ids, attention_mask=attention_mask, return_type=None,
-                                         fwd_hooks=[(n, make(n)) for n in names])
-            else:
-                _run_hf_hooks(lm, input_ids, attention_mask, names, record)
+            lm.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
         except _StopForward:
             pass
     missing = set(names) - set(out)
     if missing:
         raise RuntimeError(f"hooks did not fire: {sorted(missing)[:4]}")
     return out
-
-
-def _run_hf_hooks(lm: LoadedModel, input_ids, attention_mask, names, record) -> None:
-    """HF fallback: forward pre-hooks/hooks on the layer list give resid_pre/resid_post exactly."""
-    wanted = set(names)
-    layers = _layer_list(lm.hf_model)
-    handles = []
-    for layer, module in enumerate(layers):
-        pre, post = hook_name(layer, "resid_pre"), hook_name(layer, "resid_post")
-        if pre in wanted:
-            def pre_hook(mod, args, kwargs, _n=pre):
-                record(_n, args[0] if args else kwargs["hidden_states"])
-            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        if post in wanted:
-            def post_hook(mod, args, output, _n=post):
-                record(_n, output[0] if isinstance(output, tuple) else output)
-            handles.append(module.register_forward_hook(post_hook))
-    try:
-        lm.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @dataclass

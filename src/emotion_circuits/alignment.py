@@ -123,22 +123,23 @@ def canonical_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """One analysis variant. `center`: neutral | emotion | none (none + no intercept = the seeds' variant)."""
+    """One analysis variant plus the shared settings (from `AlignmentParams`, see `variant_config`).
 
+    `center`: neutral | emotion | none (none + no intercept + full width = the seeds' variant)."""
+
+    reduce_dim: int
+    ks: tuple[int, ...]
+    ridge_alphas: tuple[float, ...]
+    n_random: int
+    n_perm: int
+    n_noise: int
+    massive_share: float
+    seed: int
     name: str = "raw"
     features: str = "raw"  # raw | zscore | drop_massive
     center: str = "neutral"
     intercept: bool = True
     reduce: bool = True  # False: maps and subspaces at full width (the seeds' setting; interpolates when n < d)
-    reduce_dim: int = 48
-    ks: tuple[int, ...] = (2, 5, 10, 20)
-    ridge_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-    n_random: int = 500
-    n_perm: int = 50
-    n_noise: int = 20
-    n_cka_perm: int = 50
-    massive_share: float = 0.2
-    seed: int = 0
 
 
 def prepare_features(x: np.ndarray, fit_rows: np.ndarray, mode: str, massive_share: float) -> tuple[np.ndarray, list[int]]:
@@ -176,7 +177,7 @@ class LinearMap:
 
 
 def fit_map(za: np.ndarray, zb: np.ndarray, alphas, intercept: bool) -> LinearMap:
-    ridge = RidgeCV(alphas=alphas, fit_intercept=intercept).fit(za, zb)
+    ridge = RidgeCV(alphas=list(alphas), fit_intercept=intercept).fit(za, zb)
     return LinearMap(ridge.coef_.T, np.atleast_1d(ridge.intercept_), float(ridge.alpha_),
                      float(r2_score(zb, ridge.predict(za), multioutput="variance_weighted")))
 
@@ -359,8 +360,11 @@ VARIANTS = {
 }
 
 
-def variant_config(name: str, **common: Any) -> AlignConfig:
-    return AlignConfig(name=name, **VARIANTS[name], **common)
+def variant_config(name: str, params: Any, seed: int) -> AlignConfig:
+    """The AlignConfig of variant `name` with the shared settings of `params` (an AlignmentParams)."""
+    shared = {f: getattr(params, f) for f in ("reduce_dim", "ks", "ridge_alphas", "n_random", "n_perm", "n_noise",
+                                              "massive_share")}
+    return AlignConfig(name=name, seed=seed, **shared, **VARIANTS[name])
 
 
 def similarity_scores(xa: np.ndarray, xb: np.ndarray, split: np.ndarray, features: str, massive_share: float,

@@ -44,8 +44,8 @@ def fix_signs(components: np.ndarray, reference: np.ndarray | None) -> np.ndarra
     comps = components.copy()
     for i, c in enumerate(comps):
         dot = float(c @ reference) if reference is not None else 0.0
-        scale = np.linalg.norm(reference) if reference is not None else 0.0
-        if abs(dot) > 1e-8 * max(scale, 1e-30):
+        scale = float(np.linalg.norm(reference) * np.linalg.norm(c)) if reference is not None else 0.0
+        if scale > 0 and abs(dot) > 1e-8 * scale:
             sign = np.sign(dot)
         else:
             sign = np.sign(c[np.argmax(np.abs(c))]) or 1.0
