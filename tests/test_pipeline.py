@@ -50,6 +50,9 @@ def project(tmp_path_factory) -> Path:
     params["dataset"]["smoke_per_emotion"] = 40
     params["alignment"].update(reduce_dim=8, ks=[2, 4], k_report=2, n_random=50, n_perm=5, n_noise=3,
                                n_cka_perm=5, n_layer_pairs=2)
+    params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], n_prompts=3, n_random=3,
+                              random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
+                              single_random=2, cross_model_source="tiny-gpt2")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     dvc("init", "-q", cwd=repo)
@@ -78,18 +81,28 @@ def test_repro_produces_outs_and_metrics(project):
     assert "(ok)" in alignment["pairs"]["tiny-gpt2->tiny-gpt2"]["verdict"]
     assert (project / "results/alignment/scores.parquet").exists()
     assert (project / "results/alignment/plots/ksweep.png").exists()
+    steering = json.loads((project / "metrics/steering.json").read_text())
+    assert set(steering["best"]) == {"gratitude", "anger", "apology"}
+    assert steering["best"]["anger"]["with_controls"]["random_q95"] is not None
+    single = json.loads((project / "metrics/steering_alpha.json").read_text())
+    assert single["alpha"] == 0.8 and single["cross_model"]["source"] == "tiny-gpt2"
+    assert set(single["cross_model_effects"]) == {"gratitude", "anger", "apology"}
+    assert {"anger|prompt_only", "anger|iterative", "anger|vector_emotion_tokens"} <= set(single["neutral"])
+    assert "anger->gratitude" in single["swap"] and "gratitude|prompt_only" in single["real_world"]
+    assert single["neutral"]["anger|prompt_only"]["random_q95"] is not None
 
 
 def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):
     out = dvc("repro", cwd=project)
     assert "Running stage" not in out
     before = {k: p.read_bytes() for k, p in files(project / "results").items()}
-    metrics_before = json.loads((project / "metrics/activations.json").read_text())
+    metrics_before = {p.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*.json")}
     dvc("repro", "-f", cwd=project)
     after = {k: p.read_bytes() for k, p in files(project / "results").items()}
     assert before.keys() == after.keys() and all(before[k] == after[k] for k in before)
-    metrics_after = json.loads((project / "metrics/activations.json").read_text())
-    metrics_before.pop("timing"), metrics_after.pop("timing")  # wall-clock seconds are the only exception
+    metrics_after = {p.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*.json")}
+    for name in metrics_before:  # wall-clock figures under `timing` are the only exception
+        metrics_before[name].pop("timing", None), metrics_after[name].pop("timing", None)
     assert metrics_before == metrics_after
 
 

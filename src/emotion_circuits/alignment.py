@@ -13,6 +13,7 @@ from more neutral sentences than it has inputs; without that, ridge on 180 sente
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -566,3 +567,22 @@ def summarise(results, massive, p) -> dict[str, Any]:
     return {"settings": {"position": p.position, "hook": p.hook, "reduce_dim": p.reduce_dim, "k_report": p.k_report,
                          "primary_variant": p.primary_variant},
             "pairs": pairs, "massive_dimensions": massive}
+
+
+def direction_map(xa: np.ndarray, xb: np.ndarray, labels: np.ndarray, split: np.ndarray, reduce_dim: int,
+                  alphas: Sequence[float]):
+    """A function taking a direction of model A's residual space to model B's, through the same pipeline as
+    the alignment stage: PCA of each model (fit split), ridge map on neutral fit sentences. Directions use
+    only the linear part (no means, no intercept). Also returns the map's held-out R^2."""
+    fit = split == "fit"
+    nf, nt = fit & (labels == REFERENCE), (split == "test") & (labels == REFERENCE)
+    dim = min(reduce_dim, xa.shape[1], xb.shape[1], int(fit.sum()) - 1)
+    pca_a = PCA(n_components=dim, svd_solver="full").fit(xa[fit])
+    pca_b = PCA(n_components=dim, svd_solver="full").fit(xb[fit])
+    m = fit_map(pca_a.transform(xa[nf]), pca_b.transform(xb[nf]), alphas, True)
+    heldout = score_map(m, pca_a.transform(xa[nt]), pca_b.transform(xb[nt]))
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        return ((pca_a.components_ @ v) @ m.weight @ pca_b.components_).astype(np.float32)
+
+    return apply, heldout

@@ -17,3 +17,7 @@ class ParamsError(UserError):
 
 class ModelLoadError(UserError):
     """A model could not be loaded (unknown name, hub unreachable, missing package)."""
+
+
+class SteeringError(UserError, ValueError):
+    """A steering condition that cannot run on this model (layer out of range, wrong width, encoder)."""

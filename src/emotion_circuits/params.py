@@ -119,6 +119,65 @@ class AlignmentParams:
 
 
 @dataclass(frozen=True)
+class SteeringParams:
+    model: str = "smollm2-135m"
+    vector_position: str = "sentence_end"
+    emotions: tuple[str, ...] = ("gratitude", "anger", "apology")
+    layers: tuple[int, ...] = (7, 15, 22)
+    alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+    n_prompts: int = 12
+    n_random: int = 10
+    random_alphas: tuple[float, ...] = (1.0,)
+    random_prompts: int = 12
+    window: str = "last"
+    window_n: int = 3
+    positions: tuple[int, ...] = ()
+    schedule: str = "constant"
+    decay: float = 0.7
+    iterative: bool = False
+    unit: str = "raw"
+    max_new_tokens: int = 30
+    batch_size: int = 256
+    prepend_bos: bool = True
+    evaluators: tuple[str, ...] = ("lexicon", "embedding")
+    primary_metric: str = "p"
+    nll_threshold: float = 1.0
+    layer: int = 15
+    single_prompts: int = 24
+    single_random: int = 10
+    cross_model_source: str | None = None
+
+    def __post_init__(self) -> None:
+        from . import EMOTIONS
+
+        for name in ("emotions", "layers", "alphas", "random_alphas", "positions", "evaluators"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for e in self.emotions:
+            if e not in EMOTIONS:
+                raise ParamsError(f"steering.emotions: unknown emotion {e!r} (allowed: {', '.join(EMOTIONS)})")
+        for a in (*self.alphas, *self.random_alphas):
+            if isinstance(a, bool) or not isinstance(a, (int, float)):
+                raise ParamsError(f"steering alphas must be numbers, got {a!r}")
+        for name in ("layers", "positions"):
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in getattr(self, name)):
+                raise ParamsError(f"steering.{name} must be non-negative integers, got {list(getattr(self, name))}")
+        if self.vector_position not in POSITIONS:
+            raise ParamsError(f"steering.vector_position must be one of {', '.join(POSITIONS)}")
+        if self.window not in ("last", "positions", "generated", "all"):
+            raise ParamsError(f"steering.window must be last, positions, generated or all, got {self.window!r}")
+        if self.schedule not in ("constant", "linear", "exp"):
+            raise ParamsError(f"steering.schedule must be constant, linear or exp, got {self.schedule!r}")
+        if self.unit not in ("raw", "norm"):
+            raise ParamsError(f"steering.unit must be raw or norm, got {self.unit!r}")
+        if self.primary_metric not in ("p", "lex", "vader"):
+            raise ParamsError(f"steering.primary_metric must be p, lex or vader, got {self.primary_metric!r}")
+        for name in ("n_prompts", "n_random", "random_prompts", "max_new_tokens", "batch_size", "single_prompts",
+                     "single_random"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ParamsError(f"steering.{name} must be a positive integer, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     models: tuple[str, ...] = ("smollm2-135m",)
@@ -126,6 +185,8 @@ class Params:
     activations: ActivationParams = field(default_factory=ActivationParams)
     vectors: VectorParams = field(default_factory=VectorParams)
     alignment: AlignmentParams = field(default_factory=AlignmentParams)
+    steering: SteeringParams = field(default_factory=SteeringParams)
+    alpha: float = 0.8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
@@ -135,6 +196,8 @@ class Params:
             raise ParamsError(f"models contains duplicates: {list(self.models)}")
         if not isinstance(self.seed, int):
             raise ParamsError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
+            raise ParamsError(f"alpha must be a number, got {self.alpha!r}")
 
 
 def _build(cls: type[T], section: Any, name: str) -> T:
@@ -163,11 +226,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
-    top = {k: raw[k] for k in ("seed", "models") if k in raw}
+    top = {k: raw[k] for k in ("seed", "models", "alpha") if k in raw}
     return Params(
         **top,
         dataset=_build(DatasetParams, raw.get("dataset"), "dataset"),
         activations=_build(ActivationParams, raw.get("activations"), "activations"),
         vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
         alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
+        steering=_build(SteeringParams, raw.get("steering"), "steering"),
     )

@@ -1,0 +1,175 @@
+"""Steering experiments: build condition grids with their controls, run them, and turn scores into effects.
+
+Every emotion condition has an unsteered baseline on the same prompt (alpha = 0) and, at `random_alphas`,
+`n_random` random directions with exactly the emotion vector's L2 norm at the same layer: the effect of an
+emotion direction is only a result next to the distribution of those random effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import EMOTIONS
+from .evaluation import continuation_nll, score_all
+from .io import read_parquet, read_tensors
+from .steering import Condition, Window, decode, generate, random_directions, tokenize_prompt
+
+
+@dataclass(frozen=True)
+class SteerSpec:
+    """How directions are applied: window, schedule, iterative re-application, and the unit of alpha."""
+
+    window: Window = Window()
+    schedule: str = "constant"
+    decay: float = 0.7
+    iterative: bool = False
+    unit: str = "raw"  # raw: the emotion vector itself; norm: unit direction x typical residual norm
+
+
+def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequence[int],
+                    unit: str) -> dict[tuple[str, int], np.ndarray]:
+    """{(emotion, layer): direction at blocks.{layer}.hook_resid_pre} from the vectors stage."""
+    from .activations import model_dirname
+
+    tensors = read_tensors(Path(vectors_dir) / model_dirname(model) / f"{position}.safetensors")
+    norms = read_parquet(Path(vectors_dir) / "norms.parquet")
+    out = {}
+    for layer in layers:
+        key = f"blocks.{layer}.hook_resid_pre.emotion_vectors"
+        if key not in tensors:
+            raise ValueError(f"no emotion vectors for {model} layer {layer} ({position}): run the vectors stage")
+        vecs = tensors[key].numpy()
+        for i, emotion in enumerate(EMOTIONS):
+            v = vecs[i].astype(np.float32)
+            if unit == "norm":
+                row = norms[(norms["model"] == model) & (norms["position"] == position) &
+                            (norms["hook"] == "resid_pre") & (norms["layer"] == layer)]
+                v = v / np.linalg.norm(v) * float(row["mean_residual_l2"].iloc[0])
+            out[(emotion, layer)] = v
+    return out
+
+
+def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str], layers: Sequence[int],
+               alphas: Sequence[float], n_random: int, random_alphas: Sequence[float], spec: SteerSpec,
+               seed: int, random_prompts: int | None = None) -> tuple[list[Condition], pd.DataFrame]:
+    """Conditions and their metadata rows: one baseline per prompt, emotion x layer x alpha, random controls."""
+    conds: list[Condition] = []
+    meta: list[dict] = []
+
+    def add(prompt, kind, emotion, layer, alpha, direction, random_id=-1, extra=None):
+        conds.append(Condition(prompt.text, layer, float(alpha), direction, spec.window, spec.schedule, spec.decay,
+                               spec.iterative))
+        meta.append({"prompt_id": prompt.id, "kind": kind, "emotion": emotion, "layer": layer, "alpha": float(alpha),
+                     "random_id": random_id, **(extra or {})})
+
+    for prompt in prompts.itertuples():
+        add(prompt, "baseline", "none", -1, 0.0, None)
+    for emotion in emotions:
+        for layer in layers:
+            v = directions[(emotion, layer)]
+            randoms = random_directions(v, n_random, seed + 1000 * layer + EMOTIONS.index(emotion))
+            for prompt in prompts.itertuples():
+                for alpha in alphas:
+                    if alpha != 0:
+                        add(prompt, "emotion", emotion, layer, alpha, v)
+            for prompt in prompts.head(random_prompts or len(prompts)).itertuples():
+                for alpha in random_alphas:
+                    for j, r in enumerate(randoms):
+                        add(prompt, "random", emotion, layer, alpha, r, j)
+    return conds, pd.DataFrame(meta)
+
+
+def run_and_score(lm, conds: Sequence[Condition], meta: pd.DataFrame, evaluators, max_new_tokens: int,
+                  batch_size: int, prepend_bos: bool, progress: bool) -> pd.DataFrame:
+    """Generate every condition in batches, decode, score with each evaluator, add fluency (unsteered NLL)."""
+    tokens = generate(lm, conds, max_new_tokens, batch_size, prepend_bos, progress=progress)
+    texts = decode(lm, tokens)
+    table = meta.reset_index(drop=True).copy()
+    table["text"] = texts
+    table["n_new_tokens"] = [len(t) for t in tokens]
+    scores = score_all(evaluators, texts)
+    prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conds]
+    scores["nll"] = continuation_nll(lm, prompts, tokens)
+    return pd.concat([table, scores], axis=1)
+
+
+def add_effects(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """effect_<metric> = score - the same prompt's unsteered baseline score."""
+    base = table[table["kind"] == "baseline"].set_index("prompt_id")
+    out = table.copy()
+    for m in metrics:
+        out[f"effect_{m}"] = out[m].to_numpy() - base.loc[out["prompt_id"], m].to_numpy()
+    return out
+
+
+def own_metric(emotion: str, family: str) -> str:
+    """The metric that measures `emotion` in a metric family (p: embedding classifier, lex: keywords)."""
+    return "vader_compound" if family == "vader" else f"{family}_{emotion}"
+
+
+def _ci(values: np.ndarray, seed: int) -> tuple[float, float]:
+    if len(values) < 3 or np.allclose(values, values[0]):
+        return float(values.mean()), float(values.mean())
+    res = stats.bootstrap((values,), np.mean, n_resamples=2000, vectorized=True, random_state=seed,
+                          method="percentile")
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshold: float, seed: int,
+                      kind: str = "emotion", extra_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (emotion, layer, alpha, *extra_keys) of `kind` rows: mean effect per metric family with a
+    bootstrap CI over prompts, the random-direction null at the same emotion norm, layer and alpha (where run),
+    fluency, and a `broken` flag. The effect is measured on the target emotion's own metric."""
+    rows = []
+    emo = table[table["kind"] == kind]
+    rnd = table[table["kind"] == "random"]
+    keys = ["emotion", "layer", "alpha", *extra_keys]
+    for values_key, g in emo.groupby(keys, sort=True):
+        emotion, layer, alpha = values_key[:3]
+        row = {**dict(zip(keys, values_key)), "layer": int(layer), "alpha": float(alpha), "n": len(g),
+               "nll_delta": float(g["effect_nll"].mean()), "repetition": float(g["repetition"].mean())}
+        row["broken"] = bool(row["nll_delta"] > nll_threshold)
+        r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]
+        for family in families:
+            col = f"effect_{own_metric(emotion, family)}"
+            if col not in g:
+                continue
+            values = g[col].to_numpy(dtype=float)
+            row[f"{family}_effect"] = float(values.mean())
+            row[f"{family}_ci_low"], row[f"{family}_ci_high"] = _ci(values, seed)
+            if len(r):
+                prompts = set(r["prompt_id"])
+                paired = float(g[g["prompt_id"].isin(prompts)][col].mean())
+                null = r.groupby("random_id")[col].mean().to_numpy()
+                sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
+                row.update({f"{family}_effect_on_random_prompts": paired,
+                            f"{family}_random_mean": float(null.mean()),
+                            f"{family}_random_q95": float(np.quantile(null, 0.95)),
+                            f"{family}_random_q05": float(np.quantile(null, 0.05)),
+                            f"{family}_z": (paired - float(null.mean())) / sd if sd > 0 else None,
+                            f"{family}_p": float((1 + np.sum(np.abs(null - null.mean()) >= abs(paired - null.mean())))
+                                                 / (1 + len(null)))})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_rows(summary: pd.DataFrame, primary: str, random_alphas: Sequence[float]) -> dict[str, dict]:
+    """Per emotion: `with_controls` = the best non-broken layer at an alpha that has random controls, and
+    `strongest` = the largest non-broken positive-alpha effect anywhere in the grid (no null at most alphas)."""
+    out = {}
+    for emotion, g in summary.groupby("emotion", sort=True):
+        entry = {}
+        for name, pool in (("with_controls", g[g["alpha"].isin(list(random_alphas))]), ("strongest", g[g["alpha"] > 0])):
+            ok = pool[~pool["broken"]]
+            pick = (ok if len(ok) else pool).sort_values([f"{primary}_effect", "layer", "alpha"],
+                                                        ascending=[False, True, True])
+            if len(pick):
+                entry[name] = pick.iloc[0]
+        out[emotion] = entry
+    return out

@@ -1,0 +1,115 @@
+"""Stage `steering`: one alpha (top-level `alpha`, try `dvc exp run -S alpha=2`) at `steering.layer`, over neutral
+prompts and the real-world texts: sentence-end vs emotion-token vectors, prompt-only vs iterative patching, swap
+patching of emotional texts, random controls, and cross-model directions mapped through the alignment map."""
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from emotion_circuits import EMOTIONS, cli, report_steering, sweep
+from emotion_circuits.activations import load_activations, model_dirname
+from emotion_circuits.alignment import direction_map, layer_pairs
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.errors import UserError
+from emotion_circuits.evaluation import build_evaluators
+from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.models import load_model
+from emotion_circuits.params import POSITIONS
+from emotion_circuits.steering import Condition, random_directions
+
+DATASET = Path("results/dataset")
+VECTORS = Path("results/vectors")
+ACTIVATIONS = Path("results/activations")
+OUT = Path("results/steering")
+METRICS = Path("metrics/steering_alpha.json")
+
+
+def cross_model_directions(s, seed_layer_target: int, n_layers_target: int):
+    """Source-model emotion vectors mapped into the steering model's space; None when not configured."""
+    if not s.cross_model_source:
+        return None, "skipped: set steering.cross_model_source to a second causal model with activations"
+    src_index, src = load_activations(ACTIVATIONS / model_dirname(s.cross_model_source), s.vector_position)
+    _, dst = load_activations(ACTIVATIONS / model_dirname(s.model), s.vector_position)
+    n_src = len({k.split(".")[1] for k in src})
+    pairs = dict((b, a) for a, b in layer_pairs(n_src, n_layers_target, n_layers_target))
+    src_layer = pairs.get(seed_layer_target, round(seed_layer_target * (n_src - 1) / max(n_layers_target - 1, 1)))
+    xa, xb = src[f"blocks.{src_layer}.hook_resid_pre"], dst[f"blocks.{seed_layer_target}.hook_resid_pre"]
+    labels, split = src_index["emotion"].to_numpy(), src_index["split"].to_numpy()
+    mapper, heldout = direction_map(xa, xb, labels, split, 48, (0.1, 1.0, 10.0, 100.0))
+    vecs = sweep.load_directions(VECTORS, s.cross_model_source, s.vector_position, [src_layer], "raw")
+    return {e: mapper(vecs[(e, src_layer)]) for e in EMOTIONS}, {"source": s.cross_model_source,
+                                                                 "source_layer": src_layer, "map_r2_heldout": heldout}
+
+
+def run(params, args) -> None:
+    s, alpha, layer = params.steering, float(params.alpha), params.steering.layer
+    spec = report_steering.spec_from_params(s)
+    neutral = read_parquet(DATASET / "steering_prompts.parquet").head(s.single_prompts)
+    real = read_parquet(DATASET / "real_world.parquet")
+    prompts = pd.concat([neutral.assign(prompt_set="neutral", label="neutral"),
+                         real[["id", "text", "label"]].assign(prompt_set="real_world")], ignore_index=True)
+    dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit) for pos in POSITIONS}
+    lm = load_model(s.model, use_bridge=False)
+    if not 0 <= layer < lm.n_layers:
+        raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
+    crossed, cross_info = cross_model_directions(s, layer, lm.n_layers)
+    conds, meta = [], []
+
+    def add(p, kind, emotion, direction, variant="prompt_only", iterative=False, source="none", random_id=-1):
+        conds.append(Condition(p.text, layer, alpha if direction is not None else 0.0, direction, spec.window,
+                               spec.schedule, spec.decay, iterative))
+        meta.append({"prompt_id": p.id, "prompt_set": p.prompt_set, "label": p.label, "kind": kind,
+                     "emotion": emotion, "source_emotion": source, "layer": layer, "alpha": alpha if direction is
+                     not None else 0.0, "variant": variant, "random_id": random_id})
+
+    for p in prompts.itertuples():
+        add(p, "baseline", "none", None)
+        for e in EMOTIONS:
+            add(p, "emotion", e, dirs[s.vector_position][(e, layer)], "prompt_only")
+            if p.prompt_set == "neutral":  # variants compared on the neutral prompts only (cost)
+                add(p, "emotion", e, dirs[s.vector_position][(e, layer)], "iterative", iterative=True)
+                other = [pos for pos in POSITIONS if pos != s.vector_position][0]
+                add(p, "emotion", e, dirs[other][(e, layer)], f"vector_{other}")
+                if crossed is not None:
+                    add(p, "cross_model", e, crossed[e], "cross_model")
+        if p.label in EMOTIONS:  # swap patching: replace the text's emotion component by another emotion's
+            for e in EMOTIONS:
+                if e != p.label:
+                    v = dirs[s.vector_position][(e, layer)] - dirs[s.vector_position][(p.label, layer)]
+                    add(p, "swap", e, v, "swap", source=p.label)
+    for e in EMOTIONS:
+        randoms = random_directions(dirs[s.vector_position][(e, layer)], s.single_random, params.seed + 7)
+        for p in prompts[prompts["prompt_set"] == "neutral"].itertuples():
+            for j, r in enumerate(randoms):
+                add(p, "random", e, r, "random", random_id=j)
+    meta = pd.DataFrame(meta)
+    evaluators = build_evaluators(s.evaluators, load_lexicons(DATASET / "lexicons.json"),
+                                  read_parquet(DATASET / "sentences.parquet"), params.seed)
+    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        out.mkdir()
+        start = time.perf_counter()
+        table = sweep.run_and_score(lm, conds, meta, evaluators, s.max_new_tokens, s.batch_size, s.prepend_bos,
+                                    progress=not args.no_progress)
+        seconds = time.perf_counter() - start
+        table = sweep.add_effects(table, report_steering.metric_columns(table))
+        fams = report_steering.families(table)
+        neutral_rows = table[table["prompt_set"] == "neutral"]
+        parts = {"neutral": sweep.summarise_effects(neutral_rows, fams, s.nll_threshold, params.seed,
+                                                    extra_keys=("variant",)),
+                 "real_world": sweep.summarise_effects(table[table["prompt_set"] == "real_world"], fams,
+                                                       s.nll_threshold, params.seed, extra_keys=("variant",)),
+                 # swap directions (v_target - v_source) have their own norm: no equal-norm random null here
+                 "swap": sweep.summarise_effects(table[table["kind"] != "random"], fams, s.nll_threshold,
+                                                 params.seed, kind="swap", extra_keys=("source_emotion",))}
+        if crossed is not None:
+            parts["cross_model_effects"] = sweep.summarise_effects(neutral_rows, fams, s.nll_threshold, params.seed,
+                                                           kind="cross_model")
+        write_parquet(out / "generations.parquet", table)
+        for name, frame in parts.items():
+            write_parquet(out / f"summary_{name}.parquet", frame)
+        write_json(metrics_path, report_steering.single_metrics(parts, s, alpha, cross_info, len(conds), seconds))
+
+
+if __name__ == "__main__":
+    cli.main("steering", __doc__, run)

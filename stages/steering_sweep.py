@@ -1,0 +1,46 @@
+"""Stage `steering_sweep`: layers x alphas x emotions over neutral prompts, with equal-norm random controls."""
+
+import time
+from pathlib import Path
+
+from emotion_circuits import cli, report_steering, sweep
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.evaluation import build_evaluators
+from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.models import load_model
+
+DATASET = Path("results/dataset")
+VECTORS = Path("results/vectors")
+OUT = Path("results/steering_sweep")
+METRICS = Path("metrics/steering.json")
+PLOTS = Path("metrics/plots/steering")
+
+
+def run(params, args) -> None:
+    s = params.steering
+    spec = report_steering.spec_from_params(s)
+    prompts = read_parquet(DATASET / "steering_prompts.parquet").head(s.n_prompts)
+    directions = sweep.load_directions(VECTORS, s.model, s.vector_position, s.layers, s.unit)
+    conds, meta = sweep.build_grid(prompts, directions, s.emotions, s.layers, s.alphas, s.n_random, s.random_alphas,
+                                   spec, params.seed, s.random_prompts)
+    evaluators = build_evaluators(s.evaluators, load_lexicons(DATASET / "lexicons.json"),
+                                  read_parquet(DATASET / "sentences.parquet"), params.seed)
+    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+        out.mkdir()
+        plots.mkdir()
+        lm = load_model(s.model, use_bridge=False)  # plain HF + module hooks: same hook points, faster decoding
+        start = time.perf_counter()
+        table = sweep.run_and_score(lm, conds, meta, evaluators, s.max_new_tokens, s.batch_size, s.prepend_bos,
+                                    progress=not args.no_progress)
+        seconds = time.perf_counter() - start
+        table = sweep.add_effects(table, report_steering.metric_columns(table))
+        summary = sweep.summarise_effects(table, report_steering.families(table), s.nll_threshold, params.seed)
+        write_parquet(out / "generations.parquet", table)
+        write_parquet(out / "summary.parquet", summary)
+        report_steering.write_sweep_plots(summary, plots, out / "plots", s.primary_metric)
+        write_json(metrics_path, report_steering.sweep_metrics(summary, evaluators, s, len(conds), int(
+            table["n_new_tokens"].sum()), seconds))
+
+
+if __name__ == "__main__":
+    cli.main("steering_sweep", __doc__, run)

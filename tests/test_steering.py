@@ -1,0 +1,201 @@
+"""Phase 5 engine: exact batching of conditions, hook placement, windows, schedules, controls, evaluators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_circuits.evaluation import LexiconEvaluator, continuation_nll, repetition_rate, score_all
+from emotion_circuits.hooks import hook_name, residual_hooks
+from emotion_circuits.steering import (Condition, Window, _generated_coefficients, _prompt_coefficients,
+                                       generate, random_directions, schedule_weights, tokenize_prompt)
+
+PROMPTS = ["The meeting on Tuesday", "When I opened the package", "Our train", "The weather report says"]
+
+
+def mixed_conditions(lm, seed=0):
+    """Prompts of different lengths x layers x alphas x directions x windows, all in one list."""
+    rng = np.random.default_rng(seed)
+    dirs = [rng.standard_normal(lm.d_model).astype(np.float32) * 4 for _ in range(2)]
+    conds = [Condition(p) for p in PROMPTS]
+    for p in PROMPTS:
+        for layer in range(min(2, lm.n_layers)):
+            for alpha in (-1.0, 2.0):
+                for d, w, it in ((dirs[0], Window("last", 3), False), (dirs[1], Window("all"), False),
+                                 (dirs[0], Window("generated"), False), (dirs[1], Window("last", 2), True),
+                                 (dirs[0], Window("positions", positions=(0, 2)), False)):
+                    conds.append(Condition(p, layer, alpha, d, w, schedule="exp", iterative=it))
+    return conds
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_batched_conditions_match_each_condition_alone_with_left_padding(request, fixture):
+    lm = request.getfixturevalue(fixture)
+    conds = mixed_conditions(lm)
+    batched = generate(lm, conds, max_new_tokens=8, batch_size=64)
+    alone = [generate(lm, [c], max_new_tokens=8)[0] for c in conds]
+    assert batched == alone
+    assert len({tuple(t) for t in batched}) > len(PROMPTS)  # steering changed something
+
+
+def test_cached_generation_matches_full_recomputation(tiny_llama):
+    conds = mixed_conditions(tiny_llama, seed=1)
+    assert generate(tiny_llama, conds, max_new_tokens=6) == generate(tiny_llama, conds, max_new_tokens=6,
+                                                                      use_cache=False)
+
+
+def test_alpha_zero_is_exactly_unsteered(tiny_gpt2):
+    d = np.ones(tiny_gpt2.d_model, dtype=np.float32) * 100
+    plain = generate(tiny_gpt2, [Condition(p) for p in PROMPTS], max_new_tokens=6)
+    zero = generate(tiny_gpt2, [Condition(p, 1, 0.0, d, Window("all")) for p in PROMPTS], max_new_tokens=6)
+    assert plain == zero
+
+
+def test_huge_alpha_pushes_next_token_towards_the_direction(tiny_llama):
+    """Steering along a token's unembedding row at the last layer makes that token the prediction."""
+    lm = tiny_llama
+    target = lm.tokenizer.convert_tokens_to_ids("Q")
+    direction = lm.hf_model.get_output_embeddings().weight[target].detach().numpy()
+    out = generate(lm, [Condition(p, lm.n_layers - 1, 50.0, direction, Window("last", 1)) for p in PROMPTS],
+                   max_new_tokens=1)
+    assert all(t[0] == target for t in out)
+
+
+def test_window_and_schedule_positions_are_the_intended_ones(tiny_llama):
+    c = Condition("x", 0, 2.0, np.zeros(1), Window("last", 3), schedule="linear")
+    np.testing.assert_allclose(_prompt_coefficients(c, 5), [0, 0, 2.0, 2.0 * 2 / 3, 2.0 / 3])
+    c = Condition("x", 0, 1.0, np.zeros(1), Window("positions", positions=(0, 3, 9)))
+    np.testing.assert_allclose(_prompt_coefficients(c, 5), [1, 0, 0, 1, 0])
+    assert not _generated_coefficients(c, 4).any()
+    c = Condition("x", 0, 1.0, np.zeros(1), Window("generated"), schedule="exp", decay=0.5)
+    assert not _prompt_coefficients(c, 4).any()
+    np.testing.assert_allclose(_generated_coefficients(c, 3), [1, 0.5, 0.25])
+    np.testing.assert_allclose(schedule_weights("constant", 2, 0.5), [1, 1])
+    # the hook really adds coef * direction at those positions of resid_pre
+    lm = tiny_llama
+    ids = torch.tensor([tokenize_prompt(lm, "Hello")])
+    seen = {}
+    with torch.inference_mode(), residual_hooks(lm, {hook_name(1, "resid_pre"): lambda x: seen.setdefault("x", x.clone())}):
+        lm.hf_model(input_ids=ids)
+    assert seen["x"].shape == (1, ids.shape[1], lm.d_model)
+
+
+def test_random_controls_have_exactly_the_reference_norm():
+    ref = np.arange(1, 33, dtype=np.float32)
+    dirs = random_directions(ref, 50, seed=3)
+    np.testing.assert_allclose(np.linalg.norm(dirs, axis=1), np.linalg.norm(ref), rtol=1e-5)
+    assert not np.allclose(dirs[0], dirs[1])
+    np.testing.assert_array_equal(dirs, random_directions(ref, 50, seed=3))
+
+
+def test_bad_conditions_are_clear_errors(tiny_llama, tiny_bert):
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        Condition("x", 0, "2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="layer 7 out of range"):
+        generate(tiny_llama, [Condition("x", 7, 1.0, np.zeros(tiny_llama.d_model))])
+    with pytest.raises(ValueError, match="cannot generate"):
+        generate(tiny_bert, [Condition("x")])
+    with pytest.raises(ValueError, match="unknown window"):
+        Window("middle")
+
+
+def test_lexicon_evaluator_on_known_texts():
+    ev = LexiconEvaluator({"gratitude": ["thank you", "thanks", "grateful"], "anger": ["outrageous", "furious"],
+                           "apology": ["sorry", "apologize"]})
+    scores = ev.score(["Thank you so much!", "This is outrageous.", "I am so sorry, I apologize."])
+    assert scores.loc[0, "vader_compound"] > scores.loc[1, "vader_compound"]
+    assert scores.loc[0, "lex_gratitude"] == pytest.approx(100 * 1 / 4)
+    assert scores.loc[1, "lex_anger"] > 0 and scores.loc[1, "lex_gratitude"] == 0
+    assert scores.loc[2, "lex_apology"] == pytest.approx(100 * 2 / 6)
+
+
+def test_repetition_and_nll_measure_fluency(tiny_llama):
+    assert repetition_rate("thank you thank you thank you thank you") > 0.5
+    assert repetition_rate("the cat sat on the mat today") == 0.0
+    lm = tiny_llama
+    prompts = [tokenize_prompt(lm, p) for p in PROMPTS]
+    conts = [lm.tokenizer("abc", add_special_tokens=False)["input_ids"], [], *[[65, 66, 67, 68]] * 2]
+    batched = continuation_nll(lm, prompts, conts, batch_size=4)
+    single = [continuation_nll(lm, [p], [c])[0] for p, c in zip(prompts, conts)]
+    np.testing.assert_allclose(batched, single, rtol=1e-5)
+    assert np.isnan(batched[1]) and batched[0] > 0
+    assert set(score_all([], ["a b c a b c"]).columns) == {"repetition"}
+
+
+@pytest.mark.real
+def test_smollm2_batched_steering_matches_single_runs(smollm2):
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal(smollm2.d_model).astype(np.float32) * 3
+    conds = [Condition(p) for p in PROMPTS] + [Condition(p, layer, 1.5, d, Window(w)) for p in PROMPTS
+                                               for layer in (3, 15) for w in ("last", "all")]
+    batched = generate(smollm2, conds, max_new_tokens=10, batch_size=32)
+    assert batched[::3] == [generate(smollm2, [c], max_new_tokens=10)[0] for c in conds[::3]]
+
+
+def test_steering_params_are_validated(tmp_path):
+    import yaml
+
+    from emotion_circuits.errors import ParamsError
+    from emotion_circuits.params import load_params
+
+    from .conftest import ROOT
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cases = [({"alpha": "two"}, "alpha must be a number"),
+             ({"steering": {**base["steering"], "emotions": ["joy"]}}, "unknown emotion 'joy'"),
+             ({"steering": {**base["steering"], "alphas": [1, "x"]}}, "alphas must be numbers"),
+             ({"steering": {**base["steering"], "layers": [-1]}}, "non-negative integers"),
+             ({"steering": {**base["steering"], "window": "middle"}}, "steering.window")]
+    for i, (override, message) in enumerate(cases):
+        path = tmp_path / f"p{i}.yaml"
+        path.write_text(yaml.safe_dump({**base, **override}))
+        with pytest.raises(ParamsError, match=message):
+            load_params(path)
+
+
+def test_hf_evaluator_offline_is_one_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants as c
+
+    from emotion_circuits.errors import ModelLoadError
+    from emotion_circuits.evaluation import HFEvaluator
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="evaluator backend 'hf' needs"):
+        HFEvaluator()
+
+
+def test_direction_map_carries_a_planted_direction_across_models():
+    from emotion_circuits.alignment import direction_map
+
+    from .test_alignment import latent_data
+
+    z, labels, split = latent_data()
+    rng = np.random.default_rng(4)
+    emb_a, emb_b = rng.standard_normal((12, 40)), rng.standard_normal((12, 30))
+    xa, xb = z @ emb_a, z @ emb_b
+    mapper, heldout = direction_map(xa, xb, labels, split, 12, (1e-3, 1e-2))
+    latent_dir = np.eye(12)[0]
+    mapped = mapper(latent_dir @ emb_a)
+    target = latent_dir @ emb_b
+    assert heldout > 0.99
+    assert mapped @ target / np.linalg.norm(mapped) / np.linalg.norm(target) > 0.99
+
+
+def test_embedding_evaluator_ranks_known_texts():
+    import pandas as pd
+
+    from emotion_circuits.evaluation import EmbeddingEvaluator
+
+    from emotion_circuits.data import build_sentences
+
+    from .conftest import ROOT
+
+    sentences, _ = build_sentences(ROOT / "data/emotions.jsonl", 0.25, 0, "smoke", 40)
+    ev = EmbeddingEvaluator(sentences)
+    scores = ev.score(["Thank you so much, I really appreciate it!", "This is outrageous, I am furious."])
+    assert scores.loc[0, "p_gratitude"] > scores.loc[1, "p_gratitude"]
+    assert scores.loc[1, "p_anger"] > scores.loc[0, "p_anger"]
+    assert 0.5 < ev.test_accuracy <= 1.0 and isinstance(scores, pd.DataFrame)
