@@ -49,7 +49,9 @@ def run(params, args) -> None:
     real = read_parquet(DATASET / "real_world.parquet")
     prompts = pd.concat([neutral.assign(prompt_set="neutral", label="neutral"),
                          real[["id", "text", "label"]].assign(prompt_set="real_world")], ignore_index=True)
-    dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit) for pos in POSITIONS}
+    dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit, s.direction) for pos in POSITIONS}
+    other_kind = "pca1" if s.direction == "vector" else "vector"
+    alt = sweep.load_directions(VECTORS, s.model, s.vector_position, [layer], s.unit, other_kind)
     lm = load_model(s.model, use_bridge=False)
     if not 0 <= layer < lm.n_layers:
         raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
@@ -71,6 +73,7 @@ def run(params, args) -> None:
                 add(p, "emotion", e, dirs[s.vector_position][(e, layer)], "iterative", iterative=True)
                 other = [pos for pos in POSITIONS if pos != s.vector_position][0]
                 add(p, "emotion", e, dirs[other][(e, layer)], f"vector_{other}")
+                add(p, "emotion", e, alt[(e, layer)], f"direction_{other_kind}")
                 if crossed is not None:
                     add(p, "cross_model", e, crossed[e], "cross_model")
         if p.label in EMOTIONS:  # swap patching: replace the text's emotion component by another emotion's

@@ -20,7 +20,7 @@ def run(params, args) -> None:
     s = params.steering
     spec = report_steering.spec_from_params(s)
     prompts = read_parquet(DATASET / "steering_prompts.parquet").head(s.n_prompts)
-    directions = sweep.load_directions(VECTORS, s.model, s.vector_position, s.layers, s.unit)
+    directions = sweep.load_directions(VECTORS, s.model, s.vector_position, s.layers, s.unit, s.direction)
     conds, meta = sweep.build_grid(prompts, directions, s.emotions, s.layers, s.alphas, s.n_random, s.random_alphas,
                                    spec, params.seed, s.random_prompts)
     evaluators = build_evaluators(s.evaluators, load_lexicons(DATASET / "lexicons.json"),

@@ -87,7 +87,8 @@ def test_repro_produces_outs_and_metrics(project):
     single = json.loads((project / "metrics/steering_alpha.json").read_text())
     assert single["alpha"] == 0.8 and single["cross_model"]["source"] == "tiny-gpt2"
     assert set(single["cross_model_effects"]) == {"gratitude", "anger", "apology"}
-    assert {"anger|prompt_only", "anger|iterative", "anger|vector_emotion_tokens"} <= set(single["neutral"])
+    assert {"anger|prompt_only", "anger|iterative", "anger|vector_emotion_tokens",
+            "anger|direction_pca1"} <= set(single["neutral"])
     assert "anger->gratitude" in single["swap"] and "gratitude|prompt_only" in single["real_world"]
     assert single["neutral"]["anger|prompt_only"]["random_q95"] is not None
 

@@ -199,3 +199,31 @@ def test_embedding_evaluator_ranks_known_texts():
     assert scores.loc[0, "p_gratitude"] > scores.loc[1, "p_gratitude"]
     assert scores.loc[1, "p_anger"] > scores.loc[0, "p_anger"]
     assert 0.5 < ev.test_accuracy <= 1.0 and isinstance(scores, pd.DataFrame)
+
+
+def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
+    import pandas as pd
+
+    from emotion_circuits import EMOTIONS
+    from emotion_circuits.io import write_parquet, write_tensors
+    from emotion_circuits.sweep import load_directions
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((3, 16)).astype(np.float32)
+    tensors = {"blocks.2.hook_resid_pre.emotion_vectors": vecs}
+    for i, e in enumerate(EMOTIONS):
+        axis = vecs[i] + 0.1 * rng.standard_normal(16).astype(np.float32)
+        tensors[f"blocks.2.hook_resid_pre.pca.{e}.components"] = np.stack([axis / np.linalg.norm(axis)] * 2)
+    write_tensors(tmp_path / "m" / "sentence_end.safetensors", tensors, {})
+    write_parquet(tmp_path / "norms.parquet", pd.DataFrame(
+        [{"model": "m", "position": "sentence_end", "hook": "resid_pre", "layer": 2, "mean_residual_l2": 50.0}]))
+    plain = load_directions(tmp_path, "m", "sentence_end", [2], "raw")
+    pca = load_directions(tmp_path, "m", "sentence_end", [2], "raw", "pca1")
+    normed = load_directions(tmp_path, "m", "sentence_end", [2], "norm")
+    for i, e in enumerate(EMOTIONS):
+        np.testing.assert_allclose(plain[(e, 2)], vecs[i])
+        assert np.linalg.norm(pca[(e, 2)]) == pytest.approx(np.linalg.norm(vecs[i]), rel=1e-5)
+        assert pca[(e, 2)] @ vecs[i] > 0
+        assert np.linalg.norm(normed[(e, 2)]) == pytest.approx(50.0, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown direction kind"):
+        load_directions(tmp_path, "m", "sentence_end", [2], "raw", "pca9")

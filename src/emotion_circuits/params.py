@@ -122,6 +122,7 @@ class AlignmentParams:
 class SteeringParams:
     model: str = "smollm2-135m"
     vector_position: str = "sentence_end"
+    direction: str = "vector"
     emotions: tuple[str, ...] = ("gratitude", "anger", "apology")
     layers: tuple[int, ...] = (7, 15, 22)
     alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
@@ -167,6 +168,8 @@ class SteeringParams:
             raise ParamsError(f"steering.window must be last, positions, generated or all, got {self.window!r}")
         if self.schedule not in ("constant", "linear", "exp"):
             raise ParamsError(f"steering.schedule must be constant, linear or exp, got {self.schedule!r}")
+        if self.direction not in ("vector", "pca1"):
+            raise ParamsError(f"steering.direction must be vector or pca1, got {self.direction!r}")
         if self.unit not in ("raw", "norm"):
             raise ParamsError(f"steering.unit must be raw or norm, got {self.unit!r}")
         if self.primary_metric not in ("p", "lex", "vader"):

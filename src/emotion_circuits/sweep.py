@@ -33,8 +33,12 @@ class SteerSpec:
 
 
 def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequence[int],
-                    unit: str) -> dict[tuple[str, int], np.ndarray]:
-    """{(emotion, layer): direction at blocks.{layer}.hook_resid_pre} from the vectors stage."""
+                    unit: str, kind: str = "vector") -> dict[tuple[str, int], np.ndarray]:
+    """{(emotion, layer): direction at blocks.{layer}.hook_resid_pre} from the vectors stage.
+
+    kind `vector`: the emotion vector (mean emotion - mean neutral); `pca1`: the emotion's first principal axis
+    (sign-aligned with the vector) rescaled to the vector's L2 norm, so alpha means the same displacement size.
+    """
     from .activations import model_dirname
 
     tensors = read_tensors(Path(vectors_dir) / model_dirname(model) / f"{position}.safetensors")
@@ -47,6 +51,11 @@ def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequen
         vecs = tensors[key].numpy()
         for i, emotion in enumerate(EMOTIONS):
             v = vecs[i].astype(np.float32)
+            if kind == "pca1":
+                axis = tensors[f"blocks.{layer}.hook_resid_pre.pca.{emotion}.components"].numpy()[0]
+                v = (axis / np.linalg.norm(axis) * np.linalg.norm(v)).astype(np.float32)
+            elif kind != "vector":
+                raise ValueError(f"unknown direction kind {kind!r} (allowed: vector, pca1)")
             if unit == "norm":
                 row = norms[(norms["model"] == model) & (norms["position"] == position) &
                             (norms["hook"] == "resid_pre") & (norms["layer"] == layer)]
