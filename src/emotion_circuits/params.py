@@ -127,9 +127,9 @@ class SteeringParams:
     layers: tuple[int, ...] = (7, 15, 22)
     alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
     n_prompts: int = 12
-    n_random: int = 10
-    random_alphas: tuple[float, ...] = (1.0,)
-    random_prompts: int = 12
+    n_random: int = 20
+    random_alphas: tuple[float, ...] = (1.0, 2.0)
+    random_prompts: int = 6
     window: str = "last"
     window_n: int = 3
     positions: tuple[int, ...] = ()
