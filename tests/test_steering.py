@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from emotion_circuits.evaluation import LexiconEvaluator, continuation_nll, repetition_rate, score_all
 from emotion_circuits.hooks import hook_name, residual_hooks
 from emotion_circuits.steering import (Condition, Window, _generated_coefficients, _prompt_coefficients,
-                                       generate, random_directions, schedule_weights, tokenize_prompt)
+                                       _shared_prefix_split, generate, random_directions, schedule_weights,
+                                       tokenize_prompt)
 
 PROMPTS = ["The meeting on Tuesday", "When I opened the package", "Our train", "The weather report says"]
 
@@ -43,6 +45,23 @@ def test_cached_generation_matches_full_recomputation(tiny_llama):
     conds = mixed_conditions(tiny_llama, seed=1)
     assert generate(tiny_llama, conds, max_new_tokens=6) == generate(tiny_llama, conds, max_new_tokens=6,
                                                                       use_cache=False)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_shared_prompt_prefixes_are_prefilled_once_and_change_nothing(request, fixture):
+    """Windows that leave a prompt prefix unsteered share one prefill per prompt; tokens stay identical."""
+    lm = request.getfixturevalue(fixture)
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal(lm.d_model).astype(np.float32) * 4
+    conds = [Condition(p, layer, alpha, d, w) for p in PROMPTS for layer in range(min(2, lm.n_layers))
+             for alpha in (0.0, -1.5, 2.5) for w in (Window("last", 2), Window("generated"))]
+    prompts = [tokenize_prompt(lm, c.prompt) for c in conds]
+    tail = _shared_prefix_split(prompts, [_prompt_coefficients(c, len(p)) for c, p in zip(conds, prompts)])
+    assert tail < max(len(p) for p in prompts)  # the split really shares a prefix here
+    batched = generate(lm, conds, max_new_tokens=7, batch_size=64)
+    assert batched == generate(lm, conds, max_new_tokens=7, use_cache=False)
+    assert batched == [generate(lm, [c], max_new_tokens=7)[0] for c in conds]
+    assert len({tuple(t) for t in batched}) > len(PROMPTS)
 
 
 def test_alpha_zero_is_exactly_unsteered(tiny_gpt2):
@@ -165,6 +184,35 @@ def test_hf_evaluator_offline_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="evaluator backend 'hf' needs"):
         HFEvaluator()
+
+
+def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
+    """The hub backend end to end with two tiny local classifiers standing in for the seeds' models."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from emotion_circuits.evaluation import HFEvaluator
+    from emotion_circuits.models import byte_tokenizer
+
+    dirs = []
+    for name, labels in (("sentiment", ["negative", "neutral", "positive"]), ("polite", ["Polite", "Impolite"])):
+        torch.manual_seed(len(labels))
+        config = BertConfig(vocab_size=len(byte_tokenizer(True)), hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=2, intermediate_size=32, num_labels=len(labels),
+                            id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
+        BertForSequenceClassification(config).save_pretrained(tmp_path / name)
+        byte_tokenizer(True).save_pretrained(tmp_path / name)
+        dirs.append(str(tmp_path / name))
+    texts = ["Thank you so much!", "This is outrageous.", "I am so sorry about that.", "The bus left."]
+    ev = HFEvaluator(dirs, batch_size=3)
+    scores = ev.score(texts)
+    assert list(scores.columns) == ["hf_sentiment_negative", "hf_sentiment_neutral", "hf_sentiment_positive",
+                                    "hf_polite_polite", "hf_polite_impolite"]
+    assert len(scores) == len(texts)
+    np.testing.assert_allclose(scores.filter(like="hf_sentiment").sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(scores.filter(like="hf_polite").sum(axis=1), 1.0, rtol=1e-5)
+    alone = pd.concat([ev.score([t]) for t in texts], ignore_index=True)
+    np.testing.assert_allclose(scores.to_numpy(), alone[scores.columns].to_numpy(), rtol=1e-4, atol=1e-6)
+    assert scores["hf_sentiment_positive"].nunique() > 1  # texts are really scored, not a constant
 
 
 def test_direction_map_carries_a_planted_direction_across_models():

@@ -97,11 +97,12 @@ class HFEvaluator:
 
     name = "hf"
 
-    def __init__(self):
+    def __init__(self, model_ids: Sequence[str] = HF_CLASSIFIERS, batch_size: int = 32):
         from transformers import pipeline
 
+        self.batch_size = batch_size
         self.pipes = {}
-        for model_id in HF_CLASSIFIERS:
+        for model_id in model_ids:
             try:
                 self.pipes[model_id] = pipeline("text-classification", model=model_id, top_k=None)
             except (OSError, ValueError) as exc:
@@ -112,10 +113,14 @@ class HFEvaluator:
     def score(self, texts: Sequence[str]) -> pd.DataFrame:
         columns: dict[str, list[float]] = {}
         for model_id, pipe in self.pipes.items():
-            short = model_id.split("/")[-1]
-            for scores in pipe(list(texts), batch_size=32, truncation=True):
-                for item in scores:
-                    columns.setdefault(f"hf_{short}_{item['label'].lower()}", []).append(float(item["score"]))
+            short = model_id.rstrip("/").split("/")[-1]
+            labels = [pipe.model.config.id2label[i] for i in sorted(pipe.model.config.id2label)]
+            # every label's probability for every text (top_k=None, which sorts by score: re-keyed by label so
+            # columns come in the model's label order), in input order, one batched pass per model
+            rows = [{item["label"]: float(item["score"]) for item in scores}
+                    for scores in pipe(list(texts), batch_size=self.batch_size, truncation=True)]
+            for label in labels:
+                columns[f"hf_{short}_{label.lower()}"] = [row[label] for row in rows]
         return pd.DataFrame(columns)
 
 

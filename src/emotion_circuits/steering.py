@@ -136,54 +136,106 @@ def _steering(lm: LoadedModel, conditions: Sequence[Condition], state: dict) -> 
         yield
 
 
+def _left_pad(rows: Sequence[Sequence[float]], width: int, fill: float, dtype) -> torch.Tensor:
+    out = torch.full((len(rows), width), fill, dtype=dtype)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, width - len(row):] = torch.as_tensor(list(row), dtype=dtype)
+    return out
+
+
+def _shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarray]) -> int:
+    """Length T of the per-row prompt suffix that must run with steering; everything before it is unsteered.
+
+    A row's tokens before its first steered position compute the same keys/values in every condition with that
+    prompt, so the prompt-sharing part is prefilled once per distinct prompt and the KV cache is fanned out.
+    At least the last prompt token stays in the suffix: its logits start generation.
+    """
+    tail = 1
+    for p, k in zip(prompts, coefs):
+        steered = np.flatnonzero(k)
+        first = int(steered[0]) if len(steered) else len(p)
+        tail = max(tail, len(p) - min(first, len(p) - 1))
+    return tail
+
+
 def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int,
                     prepend_bos: bool, use_cache: bool) -> list[list[int]]:
     from transformers import DynamicCache
 
     prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conditions]
-    width = max(len(p) for p in prompts)
+    coefs = [_prompt_coefficients(c, len(p)) for p, c in zip(prompts, conditions)]
     pad = lm.tokenizer.pad_token_id
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    prompt_coef = torch.zeros((len(prompts), width))
-    for i, (p, c) in enumerate(zip(prompts, conditions)):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-        prompt_coef[i, width - len(p):] = torch.from_numpy(_prompt_coefficients(c, len(p)))
+    device, model = lm.device, lm.hf_model
     gen_coef = torch.tensor(np.stack([_generated_coefficients(c, max_new_tokens) for c in conditions]),
-                            dtype=torch.float32)
-    device = lm.device
-    ids, mask = ids.to(device), mask.to(device)
-    prompt_coef, gen_coef = prompt_coef.to(device), gen_coef.to(device)
+                            dtype=torch.float32).to(device)
     eos = lm.tokenizer.eos_token_id
-    state = {"coef": prompt_coef}
+    state: dict = {}
     out_tokens = torch.full((len(prompts), max_new_tokens), pad, dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    with torch.inference_mode(), _steering(lm, conditions, state):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache() if use_cache else None
-        seq = ids
-        logits = lm.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                             use_cache=use_cache, logits_to_keep=1).logits[:, -1]
-        for step in range(max_new_tokens):
-            nxt = logits.float().argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            out_tokens[:, step] = nxt
-            if eos is not None:
-                done |= nxt == eos
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            if use_cache:  # only the new token goes through the model; earlier keys/values come from the cache
-                state["coef"] = gen_coef[:, step: step + 1]
-                logits = lm.hf_model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
-                                     past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-            else:  # full recomputation: the reference the cached path must reproduce exactly
-                state["coef"] = torch.cat([prompt_coef, gen_coef[:, : step + 1]], dim=1)
-                logits = lm.hf_model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
-                                     logits_to_keep=1).logits[:, -1]
+    with torch.inference_mode():
+        if use_cache:
+            # 1. the unsteered prompt prefixes, once per distinct prefix (no hooks: nothing is steered there)
+            tail = _shared_prefix_split(prompts, coefs)
+            heads = [tuple(p[: max(0, len(p) - tail)]) for p in prompts]
+            unique = sorted(set(heads))
+            head_width = max(len(h) for h in unique)
+            cache = DynamicCache()
+            mask = torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
+            if head_width:
+                head_ids = _left_pad(unique, head_width, pad, torch.long).to(device)
+                head_mask = _left_pad([[1] * len(h) for h in unique], head_width, 0, torch.long).to(device)
+                model(input_ids=head_ids, attention_mask=head_mask,
+                      position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                      logits_to_keep=1)
+                row_of = {h: i for i, h in enumerate(unique)}
+                index = torch.tensor([row_of[h] for h in heads], device=device)
+                cache.batch_select_indices(index)
+                mask = head_mask[index]
+            # 2. each condition's steered suffix on top of its prefix's keys/values
+            suffix = [p[max(0, len(p) - tail):] for p in prompts]
+            ids = _left_pad(suffix, tail, pad, torch.long).to(device)
+            mask = torch.cat([mask, _left_pad([[1] * len(x) for x in suffix], tail, 0, torch.long).to(device)], 1)
+            state["coef"] = _left_pad([k[max(0, len(k) - tail):] for k in coefs], tail, 0.0, torch.float32).to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with _steering(lm, conditions, state):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                for step in range(max_new_tokens):
+                    nxt = logits.float().argmax(-1)
+                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                    out_tokens[:, step] = nxt
+                    if eos is not None:
+                        done |= nxt == eos
+                    if bool(done.all()) or step == max_new_tokens - 1:
+                        break
+                    # only the new token goes through the model; earlier keys/values come from the cache
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+                    state["coef"] = gen_coef[:, step: step + 1]
+                    logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
+                                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        else:  # full recomputation at every step, no prefix sharing: the reference the cached path must reproduce
+            width = max(len(p) for p in prompts)
+            seq = _left_pad(prompts, width, pad, torch.long).to(device)
+            mask = _left_pad([[1] * len(p) for p in prompts], width, 0, torch.long).to(device)
+            prompt_coef = _left_pad(coefs, width, 0.0, torch.float32).to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with _steering(lm, conditions, state):
+                for step in range(max_new_tokens):
+                    state["coef"] = torch.cat([prompt_coef, gen_coef[:, :step]], dim=1)
+                    logits = model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
+                                   logits_to_keep=1).logits[:, -1]
+                    nxt = logits.float().argmax(-1)
+                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                    out_tokens[:, step] = nxt
+                    if eos is not None:
+                        done |= nxt == eos
+                    if bool(done.all()):
+                        break
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+                    seq = torch.cat([seq, nxt[:, None]], dim=1)
     result = []
     for row in out_tokens.tolist():
         if eos is not None and eos in row:
