@@ -52,7 +52,7 @@ def run(params, args) -> None:
     dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit, s.direction) for pos in POSITIONS}
     other_kind = "pca1" if s.direction == "vector" else "vector"
     alt = sweep.load_directions(VECTORS, s.model, s.vector_position, [layer], s.unit, other_kind)
-    lm = load_model(s.model, use_bridge=False)
+    lm = load_model(s.model, device=s.device, dtype=s.dtype, use_bridge=False)
     if not 0 <= layer < lm.n_layers:
         raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
     crossed, cross_info = cross_model_directions(s, layer, lm.n_layers)

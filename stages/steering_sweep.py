@@ -28,7 +28,8 @@ def run(params, args) -> None:
     with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
-        lm = load_model(s.model, use_bridge=False)  # plain HF + module hooks: same hook points, faster decoding
+        # plain HF + module hooks: same hook points as the bridge, faster decoding
+        lm = load_model(s.model, device=s.device, dtype=s.dtype, use_bridge=False)
         start = time.perf_counter()
         table = sweep.run_and_score(lm, conds, meta, evaluators, s.max_new_tokens, s.batch_size, s.prepend_bos,
                                     progress=not args.no_progress)

@@ -105,6 +105,75 @@ def test_save_and_load_round_trip(tmp_path, tiny_llama):
                                   result.activations["emotion_tokens"]["blocks.2.hook_resid_post"])
     assert loaded_index["emotion_token_fallback"].tolist() == [False, True, False, False, False]
     assert tensors["blocks.0.hook_resid_pre"].shape == (len(TEXTS), tiny_llama.d_model)
-    meta = read_tensor_metadata(tmp_path / "m" / "sentence_end.safetensors")
+    meta = read_tensor_metadata(tmp_path / "m" / "sentence_end" / "shard-00000.safetensors")
     assert meta == {"backend": "bridge", "d_model": 64, "dtype": "float32", "model": "tiny-llama", "n_layers": 3,
-                    "position": "sentence_end", "prepend_bos": True}
+                    "position": "sentence_end", "prepend_bos": True, "shard": 0}
+
+
+def test_streamed_shards_equal_in_memory_extraction(tmp_path, tiny_gpt2):
+    """The stage's streaming path (a ShardWriter sink, several shards) stores exactly what extract() returns."""
+    import pandas as pd
+
+    from emotion_circuits.activations import ShardWriter, activation_metadata, save_index
+
+    index = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "emotion": ["anger"] * len(TEXTS),
+                          "split": ["test"] * len(TEXTS)})
+    in_memory = extract(tiny_gpt2, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=2, progress=False)
+    writer = ShardWriter(tmp_path / "s", POSITIONS, activation_metadata(tiny_gpt2, True), shard_rows=2)
+    streamed = extract(tiny_gpt2, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=2, progress=False, sink=writer.add)
+    writer.close()
+    save_index(tmp_path / "s", streamed.rows, index)
+    assert streamed.activations == {}  # nothing held in memory
+    assert len(list((tmp_path / "s" / "sentence_end").glob("shard-*.safetensors"))) == 3
+    for position in POSITIONS:
+        _, tensors = load_activations(tmp_path / "s", position)
+        for name, values in in_memory.activations[position].items():
+            np.testing.assert_array_equal(tensors[name], values)
+
+
+def test_out_of_memory_halves_the_batch_and_retries(tiny_llama, monkeypatch, caplog):
+    import emotion_circuits.activations as acts
+
+    real = acts.run_capture
+    seen = []
+
+    def flaky(lm, ids, mask, names, reducers):
+        seen.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(lm, ids, mask, names, reducers)
+
+    reference = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=1, progress=False)
+    monkeypatch.setattr(acts, "run_capture", flaky)
+    with caplog.at_level("WARNING"):
+        result = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=8, progress=False)
+    assert result.batch_size == 2 and seen[:3] == [5, 4, 2]
+    assert "batch size halved to 4" in caplog.text and "batch size halved to 2" in caplog.text
+    for position in POSITIONS:
+        for name, values in reference.activations[position].items():
+            np.testing.assert_allclose(result.activations[position][name], values, rtol=1e-5, atol=1e-5)
+
+
+def test_out_of_memory_at_batch_one_is_one_clear_error():
+    from emotion_circuits.resources import ResourceError, run_with_backoff
+
+    def always(lo, hi):
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(ResourceError, match="even with a batch of 1"):
+        run_with_backoff(4, 4, always, "test")
+    with pytest.raises(ValueError, match="not memory"):  # other errors are never swallowed
+        run_with_backoff(4, 4, lambda lo, hi: (_ for _ in ()).throw(ValueError("not memory")), "test")
+
+
+def test_device_and_dtype_auto_resolve_to_this_machine():
+    from emotion_circuits.resources import resolve_device, resolve_dtype
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if expected == "cpu" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto") == expected
+    assert resolve_device("cuda:1") == "cuda:1"
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_dtype("float16", "cpu") == "float16"

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .data import find_word_spans
 from .hooks import hook_name, residual_hooks
 from .models import LoadedModel
+from .resources import run_with_backoff
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -118,37 +119,99 @@ def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.
 
 @dataclass
 class ExtractionResult:
-    """activations[position][hook_name] = float32 array [n_rows, d_model], rows in input order."""
+    """activations[position][hook_name] = float32 array [n_rows, d_model], rows in input order.
+
+    Empty when the rows were streamed to a `ShardWriter` instead of being held in memory.
+    """
 
     activations: dict[str, dict[str, np.ndarray]]
     rows: list[TokenizedRow]
     n_tokens: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 0  # the batch size that finally ran (smaller than asked after an out-of-memory back-off)
+
+
+Sink = Callable[[list[int], dict[str, dict[str, torch.Tensor]]], None]
 
 
 def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], hooks: Sequence[str],
             positions: Sequence[str], batch_size: int, prepend_bos: bool = True,
-            progress: bool = True) -> ExtractionResult:
-    """Residuals for every row at every layer; batches are length-sorted so padding is minimal."""
+            progress: bool = True, sink: Sink | None = None) -> ExtractionResult:
+    """Residuals for every row at every layer; batches are length-sorted so padding is minimal.
+
+    With a `sink` (e.g. `ShardWriter.add`) each batch is handed over as soon as it is computed and nothing is
+    accumulated, so memory stays bounded by one batch whatever the model width, depth or dataset size.
+    """
     rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
     names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
-    acts = {pos: {n: np.zeros((len(rows), lm.d_model), dtype=np.float32) for n in names} for pos in positions}
+    acts: dict[str, dict[str, np.ndarray]] = {}
+    if sink is None:
+        acts = {pos: {n: np.zeros((len(rows), lm.d_model), dtype=np.float32) for n in names} for pos in positions}
+
+        def sink(idx: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+            for name, by_pos in captured.items():
+                for pos, values in by_pos.items():
+                    acts[pos][name][idx] = values.numpy()
+
     order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].input_ids), i))
     start = time.perf_counter()
     bar = tqdm(total=len(rows), desc=f"activations {lm.name}", unit="row", disable=not progress, mininterval=1.0)
-    for b in range(0, len(order), batch_size):
-        idx = order[b: b + batch_size]
+
+    def run(lo: int, hi: int) -> None:
+        idx = order[lo:hi]
         batch = [rows[i] for i in idx]
         ids, mask = pad_right(batch, lm.tokenizer.pad_token_id)
-        captured = run_capture(lm, ids, mask, names, position_reducers(batch, ids.shape[1], positions))
-        for name, by_pos in captured.items():
-            for pos, values in by_pos.items():
-                acts[pos][name][idx] = values.numpy()
+        sink(idx, run_capture(lm, ids, mask, names, position_reducers(batch, ids.shape[1], positions)))
         bar.update(len(idx))
+
+    used = run_with_backoff(len(order), batch_size, run, f"activations {lm.name}")
     bar.close()
     seconds = time.perf_counter() - start
-    return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds)
+    return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds, batch_size=used)
+
+
+class ShardWriter:
+    """Streams batches to `<out>/<position>/shard-NNNNN.safetensors`, one file per `shard_rows` rows.
+
+    Each shard holds every hook's [rows, d_model] block plus `row_index` (the rows' positions in the dataset),
+    so shards can be written in the length-sorted order batches are computed in.
+    """
+
+    def __init__(self, out_dir, positions: Sequence[str], metadata: dict, shard_rows: int = 256):
+        from pathlib import Path
+
+        self.out_dir, self.positions, self.metadata = Path(out_dir), list(positions), dict(metadata)
+        self.shard_rows = shard_rows
+        self.buffer: dict[str, list[dict[str, torch.Tensor]]] = {p: [] for p in self.positions}
+        self.rows: list[list[int]] = []
+        self.n_shards = 0
+
+    def add(self, idx: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+        for pos in self.positions:
+            self.buffer[pos].append({name: by_pos[pos] for name, by_pos in captured.items()})
+        self.rows.append(list(idx))
+        if sum(len(r) for r in self.rows) >= self.shard_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        from .io import write_tensors
+
+        if not self.rows:
+            return
+        row_index = torch.tensor([i for r in self.rows for i in r], dtype=torch.int64)
+        for pos in self.positions:
+            parts = self.buffer[pos]
+            tensors = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+            tensors["row_index"] = row_index
+            write_tensors(self.out_dir / pos / f"shard-{self.n_shards:05d}.safetensors", tensors,
+                          {**self.metadata, "position": pos, "shard": self.n_shards})
+            self.buffer[pos] = []
+        self.rows = []
+        self.n_shards += 1
+
+    def close(self) -> None:
+        self.flush()
 
 
 def model_dirname(name: str) -> str:
@@ -156,24 +219,37 @@ def model_dirname(name: str) -> str:
     return name.replace("/", "__")
 
 
-def save_activations(out_dir, result: ExtractionResult, index, lm: LoadedModel, prepend_bos: bool) -> None:
-    """One safetensors file per position mode (keys = hook names, [n_rows, d_model]) + a parquet row index."""
+def activation_metadata(lm: LoadedModel, prepend_bos: bool) -> dict:
+    return {"model": lm.name, "backend": lm.backend, "n_layers": lm.n_layers, "d_model": lm.d_model,
+            "prepend_bos": prepend_bos, "dtype": "float32"}
+
+
+def save_index(out_dir, rows: Sequence[TokenizedRow], index) -> None:
+    """The row index beside the shards: dataset ids, labels, split and where each row was read."""
     from pathlib import Path
 
-    from .io import write_parquet, write_tensors
+    from .io import write_parquet
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"model": lm.name, "backend": lm.backend, "n_layers": lm.n_layers, "d_model": lm.d_model,
-            "prepend_bos": prepend_bos, "dtype": "float32"}
-    for position, tensors in result.activations.items():
-        write_tensors(out_dir / f"{position}.safetensors", tensors, {**meta, "position": position})
     index = index[["id", "emotion", "split"]].copy()
-    index["n_tokens"] = [len(r.input_ids) for r in result.rows]
-    index["sentence_end_pos"] = [r.end_pos for r in result.rows]
-    index["emotion_token_positions"] = [list(r.emotion_positions) for r in result.rows]
-    index["emotion_token_fallback"] = [r.fallback for r in result.rows]
-    write_parquet(out_dir / "index.parquet", index)
+    index["n_tokens"] = [len(r.input_ids) for r in rows]
+    index["sentence_end_pos"] = [r.end_pos for r in rows]
+    index["emotion_token_positions"] = [list(r.emotion_positions) for r in rows]
+    index["emotion_token_fallback"] = [r.fallback for r in rows]
+    write_parquet(Path(out_dir) / "index.parquet", index)
+
+
+def save_activations(out_dir, result: ExtractionResult, index, lm: LoadedModel, prepend_bos: bool,
+                     shard_rows: int = 256) -> None:
+    """Write an in-memory extraction in the same sharded layout the streaming stage writes."""
+    writer = ShardWriter(out_dir, list(result.activations), activation_metadata(lm, prepend_bos), shard_rows)
+    n_rows = len(result.rows)
+    for lo in range(0, n_rows, shard_rows):
+        idx = list(range(lo, min(lo + shard_rows, n_rows)))
+        writer.add(idx, {name: {pos: torch.from_numpy(result.activations[pos][name][idx])
+                                for pos in result.activations}
+                         for name in next(iter(result.activations.values()))})
+    writer.close()
+    save_index(out_dir, result.rows, index)
 
 
 def load_activations(model_dir, position: str):
@@ -183,5 +259,16 @@ def load_activations(model_dir, position: str):
     from .io import read_parquet, read_tensors
 
     model_dir = Path(model_dir)
-    tensors = read_tensors(model_dir / f"{position}.safetensors")
-    return read_parquet(model_dir / "index.parquet"), {k: v.numpy() for k, v in tensors.items()}
+    index = read_parquet(model_dir / "index.parquet")
+    shards = sorted((model_dir / position).glob("shard-*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no activation shards in {model_dir / position}")
+    out: dict[str, np.ndarray] = {}
+    for path in shards:
+        tensors = read_tensors(path)
+        rows = tensors.pop("row_index").numpy()
+        for name, values in tensors.items():
+            if name not in out:
+                out[name] = np.zeros((len(index), values.shape[1]), dtype=np.float32)
+            out[name][rows] = values.numpy()
+    return index, out

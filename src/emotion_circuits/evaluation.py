@@ -20,6 +20,7 @@ import torch
 
 from . import EMOTIONS, LABELS
 from .errors import ModelLoadError
+from .resources import run_with_backoff
 
 METRIC_DIRECTIONS = {
     "vader_compound": "higher = more positive sentiment (VADER, -1..1)",
@@ -139,23 +140,27 @@ def continuation_nll(lm, prompts: Sequence[Sequence[int]], continuations: Sequen
     """
     out = np.full(len(prompts), np.nan)
     pad = lm.tokenizer.pad_token_id
+
+    def run(lo: int, hi: int) -> None:
+        rows = list(range(lo, hi))
+        seqs = [list(prompts[i]) + list(continuations[i]) for i in rows]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        logits = lm.hf_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for j, i in enumerate(rows):
+            p, c = len(prompts[i]), len(continuations[i])
+            if c == 0:
+                continue
+            targets = torch.tensor(list(continuations[i]))
+            out[i] = float(-logp[j, p - 1: p - 1 + c].gather(1, targets[:, None]).mean())
+
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            rows = list(range(start, min(start + batch_size, len(prompts))))
-            seqs = [list(prompts[i]) + list(continuations[i]) for i in rows]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for j, s in enumerate(seqs):
-                ids[j, : len(s)] = torch.tensor(s)
-                mask[j, : len(s)] = 1
-            logp = torch.log_softmax(lm.hf_model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-            for j, i in enumerate(rows):
-                p, c = len(prompts[i]), len(continuations[i])
-                if c == 0:
-                    continue
-                targets = torch.tensor(list(continuations[i]))
-                out[i] = float(-logp[j, p - 1: p - 1 + c].gather(1, targets[:, None]).mean())
+        run_with_backoff(len(prompts), batch_size, run, f"fluency NLL {lm.name}")
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
+from .resources import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +291,10 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int
 
     `<name>__random-init` gives the same architecture and tokenizer with freshly initialised (seeded)
     weights: the null model that alignment must *not* align. `use_bridge=False` keeps the plain HF model
-    (benchmarks compare against it).
+    (benchmarks compare against it). `device`/`dtype` may be `auto` (cuda > mps > cpu; bfloat16 on GPUs).
     """
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     if name.endswith(RANDOM_INIT_SUFFIX):
         trained = load_model(name[: -len(RANDOM_INIT_SUFFIX)], device, dtype, seed, use_bridge=False)
         with torch.random.fork_rng(devices=[]):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import EMOTIONS
+from .resources import peak_rss_mb
 from .steering import Window
 from .sweep import SteerSpec, best_rows
 
@@ -41,7 +42,8 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, s, n_conditions: int, n_tok
                                                   if f != primary and f"{f}_effect" in r}}
                          for name, r in picks.items()}
                     for e, picks in best_rows(summary, primary, s.random_alphas).items()},
-           "timing": {"seconds": round(seconds, 1), "generated_tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1)}}
+           "timing": {"seconds": round(seconds, 1), "generated_tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1),
+                      "peak_rss_mb": peak_rss_mb()}}
     for ev in evaluators:
         if hasattr(ev, "test_accuracy"):
             out["embedding_evaluator_test_accuracy"] = ev.test_accuracy
@@ -121,7 +123,7 @@ def single_metrics(parts: dict, s, alpha: float, cross_info, n_conditions: int, 
     primary = s.primary_metric
     out = {"model": s.model, "alpha": alpha, "layer": s.layer, "primary_metric": primary,
            "n_conditions": n_conditions, "cross_model": cross_info,
-           "timing": {"seconds": round(seconds, 1)}}
+           "timing": {"seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb()}}
     for name, frame in parts.items():
         section = {}
         for r in frame.itertuples():

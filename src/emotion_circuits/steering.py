@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .errors import SteeringError
 from .hooks import hook_name, residual_hooks
 from .models import LoadedModel
+from .resources import run_with_backoff
 
 WINDOWS = ("last", "positions", "generated", "all")
 SCHEDULES = ("constant", "linear", "exp")
@@ -254,12 +255,15 @@ def generate(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: i
     order = sorted(range(len(conditions)), key=lambda i: (len(conditions[i].prompt), i))
     results: list[list[int]] = [[] for _ in conditions]
     bar = tqdm(total=len(conditions), desc=f"steering {lm.name}", unit="cond", disable=not progress, mininterval=1.0)
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
+
+    def run(lo: int, hi: int) -> None:
+        idx = order[lo:hi]
         for i, tokens in zip(idx, _generate_batch(lm, [conditions[i] for i in idx], max_new_tokens, prepend_bos,
                                                   use_cache)):
             results[i] = tokens
         bar.update(len(idx))
+
+    run_with_backoff(len(order), batch_size, run, f"steering {lm.name}")
     bar.close()
     return results
 
