@@ -14,6 +14,7 @@ from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import UserError
 from emotion_circuits.evaluation import build_evaluators
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.executor import execution_config
 from emotion_circuits.models import load_model
 from emotion_circuits.params import POSITIONS
 from emotion_circuits.steering import Condition, random_directions
@@ -52,7 +53,7 @@ def run(params, args) -> None:
     dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit, s.direction) for pos in POSITIONS}
     other_kind = "pca1" if s.direction == "vector" else "vector"
     alt = sweep.load_directions(VECTORS, s.model, s.vector_position, [layer], s.unit, other_kind)
-    lm = load_model(s.model, device=s.device, dtype=s.dtype, use_bridge=False)
+    lm = load_model(s.model, device=s.device, dtype=s.dtype, seed=params.seed, use_bridge=False)
     if not 0 <= layer < lm.n_layers:
         raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
     crossed, cross_info = cross_model_directions(s, layer, lm.n_layers)
@@ -92,8 +93,8 @@ def run(params, args) -> None:
     with staged_outputs(OUT, METRICS) as (out, metrics_path):
         out.mkdir()
         start = time.perf_counter()
-        table = sweep.run_and_score(lm, conds, meta, evaluators, s.max_new_tokens, s.batch_size, s.prepend_bos,
-                                    progress=not args.no_progress)
+        table = sweep.run_and_score(lm, conds, meta, evaluators, sweep.generation_task(s, params.seed),
+                                    execution_config(params), progress=not args.no_progress)
         seconds = time.perf_counter() - start
         table = sweep.add_effects(table, report_steering.metric_columns(table))
         fams = report_steering.families(table)

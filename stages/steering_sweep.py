@@ -7,6 +7,7 @@ from emotion_circuits import cli, report_steering, sweep
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.evaluation import build_evaluators
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.executor import execution_config
 from emotion_circuits.models import load_model
 
 DATASET = Path("results/dataset")
@@ -29,10 +30,10 @@ def run(params, args) -> None:
         out.mkdir()
         plots.mkdir()
         # plain HF + module hooks: same hook points as the bridge, faster decoding
-        lm = load_model(s.model, device=s.device, dtype=s.dtype, use_bridge=False)
+        lm = load_model(s.model, device=s.device, dtype=s.dtype, seed=params.seed, use_bridge=False)
         start = time.perf_counter()
-        table = sweep.run_and_score(lm, conds, meta, evaluators, s.max_new_tokens, s.batch_size, s.prepend_bos,
-                                    progress=not args.no_progress)
+        table = sweep.run_and_score(lm, conds, meta, evaluators, sweep.generation_task(s, params.seed),
+                                    execution_config(params), progress=not args.no_progress)
         seconds = time.perf_counter() - start
         table = sweep.add_effects(table, report_steering.metric_columns(table))
         summary = sweep.summarise_effects(table, report_steering.families(table), s.nll_threshold, params.seed)

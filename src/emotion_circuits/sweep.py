@@ -17,6 +17,7 @@ from scipy import stats
 
 from . import EMOTIONS
 from .evaluation import continuation_nll, score_all
+from .executor import ExecutionConfig, map_chunks
 from .io import read_parquet, read_tensors
 from .steering import Condition, Window, decode, generate, random_directions, tokenize_prompt
 
@@ -94,17 +95,58 @@ def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str],
     return conds, pd.DataFrame(meta)
 
 
-def run_and_score(lm, conds: Sequence[Condition], meta: pd.DataFrame, evaluators, max_new_tokens: int,
-                  batch_size: int, prepend_bos: bool, progress: bool) -> pd.DataFrame:
-    """Generate every condition in batches, decode, score with each evaluator, add fluency (unsteered NLL)."""
-    tokens = generate(lm, conds, max_new_tokens, batch_size, prepend_bos, progress=progress)
+@dataclass(frozen=True)
+class GenerationTask:
+    """Everything a worker needs to generate chunks of conditions; small and picklable, so Ray can ship it."""
+
+    model: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_new_tokens: int = 30
+    batch_size: int = 256
+    prepend_bos: bool = True
+    seed: int = 0
+
+    def load(self) -> GenerationWorker:
+        from .models import load_model
+
+        return GenerationWorker(load_model(self.model, self.device, self.dtype, self.seed, use_bridge=False), self)
+
+
+def generation_task(s, seed: int) -> GenerationTask:
+    """The generation settings of a `steering` params section."""
+    return GenerationTask(s.model, s.device, s.dtype, s.max_new_tokens, s.batch_size, s.prepend_bos, seed)
+
+
+class GenerationWorker:
+    """Greedy continuations plus their unsteered NLL (fluency) for one chunk of conditions."""
+
+    def __init__(self, lm, task: GenerationTask, progress: bool = False):
+        self.lm, self.task, self.progress = lm, task, progress
+
+    def __call__(self, conds: Sequence[Condition]) -> tuple[list[list[int]], np.ndarray]:
+        t = self.task
+        tokens = generate(self.lm, conds, t.max_new_tokens, t.batch_size, t.prepend_bos, progress=self.progress)
+        prompts = [tokenize_prompt(self.lm, c.prompt, t.prepend_bos) for c in conds]
+        return tokens, continuation_nll(self.lm, prompts, tokens)
+
+
+def run_and_score(lm, conds: Sequence[Condition], meta: pd.DataFrame, evaluators, task: GenerationTask,
+                  execution: ExecutionConfig = ExecutionConfig(), progress: bool = False) -> pd.DataFrame:
+    """Generate every condition (in chunks, locally or on Ray actors), decode, score, add fluency (NLL).
+
+    `lm` is the already-loaded model: the local executor reuses it, Ray actors load their own copy.
+    """
+    parts = map_chunks(task.load, conds, execution, what=f"steering {task.model}",
+                       local_factory=lambda: GenerationWorker(lm, task, progress))
+    tokens = [t for part, _ in parts for t in part]
+    nll = np.concatenate([n for _, n in parts]) if parts else np.zeros(0)
     texts = decode(lm, tokens)
     table = meta.reset_index(drop=True).copy()
     table["text"] = texts
     table["n_new_tokens"] = [len(t) for t in tokens]
     scores = score_all(evaluators, texts)
-    prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conds]
-    scores["nll"] = continuation_nll(lm, prompts, tokens)
+    scores["nll"] = nll
     return pd.concat([table, scores], axis=1)
 
 

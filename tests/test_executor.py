@@ -1,0 +1,47 @@
+"""Executors: the same fixed chunks under `local` and `ray`, merged in order; params validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from emotion_circuits.errors import ParamsError
+from emotion_circuits.executor import ExecutionConfig, chunked, map_chunks
+from emotion_circuits.params import load_params
+from emotion_circuits.steering import Condition, Window
+from emotion_circuits.sweep import GenerationTask, GenerationWorker
+
+
+def test_chunking_is_fixed_and_order_preserving():
+    assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    out = map_chunks(lambda: (lambda chunk: [x * 10 for x in chunk]), list(range(7)), ExecutionConfig("local", 3))
+    assert out == [[0, 10, 20], [30, 40, 50], [60]]
+
+
+def test_chunked_generation_equals_one_pass(tiny_llama):
+    """Chunks change which conditions share a batch; tokens and fluency NLL must not change."""
+    d = np.random.default_rng(0).standard_normal(tiny_llama.d_model).astype(np.float32) * 4
+    conds = [Condition(p, 1, a, d, Window("last", 2)) for p in ("Hello there", "The cat sat", "Our train is late")
+             for a in (0.0, 1.0, -2.0)]
+    task = GenerationTask("tiny-llama", max_new_tokens=5, batch_size=4)
+    whole = GenerationWorker(tiny_llama, task)(conds)
+    parts = map_chunks(task.load, conds, ExecutionConfig("local", 4),
+                       local_factory=lambda: GenerationWorker(tiny_llama, task))
+    assert [t for p, _ in parts for t in p] == whole[0]
+    np.testing.assert_allclose(np.concatenate([n for _, n in parts]), whole[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"executor": "spark"}, "executor must be local or ray"),
+    ({"execution": {"chunk_size": 0}}, "execution.chunk_size must be a positive integer"),
+    ({"execution": {"ray_workerz": 2}}, "unknown key"),
+    ({"exectuor": "ray"}, "unknown top-level key"),
+    ({"steering": {"device": "gpu"}}, "steering.device must be"),
+    ({"activations": {"dtype": "int8"}}, "activations.dtype must be"),
+])
+def test_execution_and_device_params_are_validated(tmp_path, override, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(override))
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
