@@ -17,17 +17,23 @@ from emotion_circuits.data import read_records, validate_sentences
 from emotion_circuits.models import load_model
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of float32 GEMM throughput in FLOP/s: the ceiling MFU is measured against."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Best-of GEMM throughput in FLOP/s on this device and dtype: the ceiling MFU is measured against."""
+    if device != "cpu":
+        n = max(n, 8192)  # a GPU needs a large product to reach its peak
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n**3 / best
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 

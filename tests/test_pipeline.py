@@ -53,6 +53,10 @@ def project(tmp_path_factory) -> Path:
     params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], n_prompts=3, n_random=3,
                               random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
                               single_random=2, cross_model_source="tiny-gpt2")
+    params["statistics"].update(n_boot=200, n_perm=200)
+    params["execution"].update(chunk_size=16)  # several chunks, so the Ray test really splits the work
+    params["heads"].update(model="tiny-llama", n_sentences=4, batch_size=4, top_k=2, n_random_sets=3, n_neurons=4,
+                           n_tokens=3, evaluate_top_n=1, n_generate=2, max_new_tokens=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     dvc("init", "-q", cwd=repo)
@@ -66,11 +70,13 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_produces_outs_and_metrics(project):
     for model in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
-        assert {"index.parquet", "sentence_end.safetensors", "emotion_tokens.safetensors"} <= {
-            p.name for p in (project / "results/activations" / model).iterdir()}
+        model_dir = project / "results/activations" / model
+        assert {"index.parquet", "sentence_end", "emotion_tokens"} <= {p.name for p in model_dir.iterdir()}
+        assert sorted(p.name for p in (model_dir / "sentence_end").iterdir()) == ["shard-00000.safetensors"]
     metrics = json.loads((project / "metrics/activations.json").read_text())
     assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 160
     assert "tiny-gpt2__random-init" in metrics["models"]  # the alignment stage's null model
+    assert metrics["timing"]["tiny-llama"]["peak_rss_mb"] > 0
     lock = (project / "dvc.lock").read_text()
     assert all(f"results/{stage}" in lock for stage in ("activations", "vectors", "alignment"))
     vectors = json.loads((project / "metrics/vectors.json").read_text())
@@ -91,6 +97,25 @@ def test_repro_produces_outs_and_metrics(project):
             "anger|direction_pca1"} <= set(single["neutral"])
     assert "anger->gratitude" in single["swap"] and "gratitude|prompt_only" in single["real_world"]
     assert single["neutral"]["anger|prompt_only"]["random_q95"] is not None
+
+
+def test_statistics_and_report_build_and_every_report_number_is_traceable(project):
+    from .test_report import check_traceable
+
+    stats = json.loads((project / "metrics/statistics.json").read_text())
+    assert {"steering_sweep", "steering"} <= set(stats["families"])
+    anger = stats["headline"]["steering_sweep"]["anger"]
+    assert anger["test"] == "two_sample_vs_null" and anger["n"] == 3 and anger["n_null"] == 9
+    assert 0 <= anger["p_adj"] <= 1 and stats["power"]["n_per_group_two_sample"]["d=0.5"] == 64
+    assert "tiny-llama->tiny-gpt2" in stats["alignment_k"]["pairs"]
+    for name in ("effects.parquet", "effect_samples.parquet", "k_selection.parquet", "plots/steering_sweep_d.png"):
+        assert (project / "results/statistics" / name).exists()
+    report = project / "results/report"
+    md, html = (report / "index.md").read_text(), (report / "index.html").read_text()
+    assert "## Steering sweep" in md and "## Shared subspace across models" in md and "Verdict" in md
+    assert "statistics: python -m stages.statistics" in md  # footer: upstream stages from dvc.lock
+    assert html.count("data:image/png;base64,") == md.count("](figures/") > 3
+    assert check_traceable(project) > 50
 
 
 def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):
@@ -129,3 +154,28 @@ def test_push_then_pull_in_a_second_clone_restores_without_recomputing(project, 
     assert "up to date" in status
     out = dvc("repro", cwd=clone)
     assert "Running stage" not in out
+
+
+def test_ray_executor_gives_byte_identical_steering_outs(project, tmp_path):
+    """`executor: ray` on a local Ray cluster: chunks on actors, merged in order, the same bytes as local."""
+    ray_repo = tmp_path / "ray"
+    shutil.copytree(project, ray_repo, ignore=shutil.ignore_patterns(".dvc", ".git"))
+    params = yaml.safe_load((ray_repo / "params.yaml").read_text())
+    params["executor"] = "ray"
+    params["execution"].update(ray_workers=2)
+    (ray_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("steering_sweep", "steering"):
+        shutil.rmtree(ray_repo / "results" / stage)
+        out = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--no-progress"], cwd=ray_repo, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Ray actors" in out.stderr
+        local, remote = files(project / "results" / stage), files(ray_repo / "results" / stage)
+        assert sorted(local) == sorted(remote)
+        for name in local:
+            assert filecmp.cmp(local[name], remote[name], shallow=False), f"{stage}/{name} differs under Ray"
+    for name in ("steering.json", "steering_alpha.json"):
+        a, b = (json.loads((root / "metrics" / name).read_text()) for root in (project, ray_repo))
+        a.pop("timing"), b.pop("timing")
+        assert a == b
+

@@ -36,6 +36,17 @@ class DatasetParams:
             raise ParamsError(f"dataset.smoke_per_emotion must be >= 2, got {self.smoke_per_emotion!r}")
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _check_device(section: str, device: str, dtype: str) -> None:
+    """`auto` picks cuda > mps > cpu (and bfloat16 on GPUs, float32 on CPU); explicit values pass through."""
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "mps") or device.startswith("cuda")):
+        raise ParamsError(f"{section}.device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+    if dtype not in DTYPES:
+        raise ParamsError(f"{section}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
 @dataclass(frozen=True)
 class ActivationParams:
     hooks: tuple[str, ...] = HOOKS
@@ -45,8 +56,12 @@ class ActivationParams:
     random_init_controls: bool = True
     device: str = "cpu"
     dtype: str = "float32"
+    shard_rows: int = 256
 
     def __post_init__(self) -> None:
+        _check_device("activations", self.device, self.dtype)
+        if not isinstance(self.shard_rows, int) or self.shard_rows < 1:
+            raise ParamsError(f"activations.shard_rows must be a positive integer, got {self.shard_rows!r}")
         object.__setattr__(self, "hooks", tuple(self.hooks))
         object.__setattr__(self, "positions", tuple(self.positions))
         for hook in self.hooks:
@@ -59,8 +74,6 @@ class ActivationParams:
             raise ParamsError("activations.hooks and activations.positions must not be empty")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ParamsError(f"activations.batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ParamsError(f"activations.dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -147,9 +160,13 @@ class SteeringParams:
     single_prompts: int = 24
     single_random: int = 10
     cross_model_source: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         from . import EMOTIONS
+
+        _check_device("steering", self.device, self.dtype)
 
         for name in ("emotions", "layers", "alphas", "random_alphas", "positions", "evaluators"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -181,6 +198,112 @@ class SteeringParams:
 
 
 @dataclass(frozen=True)
+class StatisticsParams:
+    """Stage `statistics`: resampling sizes, CI level/method, FDR level and power targets."""
+
+    n_boot: int = 2000                       # bootstrap resamples per effect (scipy.stats.bootstrap)
+    n_perm: int = 2000                       # permutations per effect (scipy.stats.permutation_test)
+    ci_level: float = 0.95
+    ci_method: str = "BCa"                   # BCa | percentile | basic
+    fdr_alpha: float = 0.05                  # Benjamini-Hochberg level within each family of tests
+    power: float = 0.8                       # target power of the sample-size analysis
+    power_alpha: float = 0.05
+    power_ds: tuple[float, ...] = (0.2, 0.5)  # effect sizes (Cohen's d) of the power analysis
+    metric_families: tuple[str, ...] = ("p", "lex", "vader")  # steering metrics tested (own-emotion metric)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "power_ds", tuple(self.power_ds))
+        object.__setattr__(self, "metric_families", tuple(self.metric_families))
+        for name in ("n_boot", "n_perm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 100:
+                raise ParamsError(f"statistics.{name} must be an integer >= 100, got {value!r}")
+        for name in ("ci_level", "fdr_alpha", "power", "power_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+                raise ParamsError(f"statistics.{name} must be in (0, 1), got {value!r}")
+        if self.ci_method not in ("BCa", "percentile", "basic"):
+            raise ParamsError(f"statistics.ci_method must be BCa, percentile or basic, got {self.ci_method!r}")
+        if not self.power_ds or not all(isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0
+                                        for d in self.power_ds):
+            raise ParamsError(f"statistics.power_ds must be positive numbers, got {list(self.power_ds)}")
+        for fam in self.metric_families:
+            if fam not in ("p", "lex", "vader", "hf"):
+                raise ParamsError(f"statistics.metric_families: unknown family {fam!r} (allowed: p, lex, vader, hf)")
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """Stages `head_screening`, `head_patching`, `circuits`: attention heads, MLP neurons, OV/QK circuits."""
+
+    model: str = "smollm2-135m"
+    ablation: str = "zero"                   # zero | mean (mean z over the screened + neutral sentences)
+    split: str = "fit"                       # fit | test | all: where the screened sentences come from
+    n_sentences: int = 8                     # per emotion (0 = all of the split); exact screening is ~4 s/sentence
+    batch_size: int = 8                      # sentences per clean pass (x n_heads rows per resumed forward)
+    attribution: bool = True                 # also a first-order (attribution) screen of every head, all splits
+    attribution_sentences: int = 0           # per emotion for that screen (0 = every emotional sentence)
+    top_k: int = 5                           # top heads per emotion patched singly and jointly
+    patch_heads: tuple[str, ...] = ()        # explicit heads ("L3H5", ...) instead of the screening's top_k
+    patch_modes: tuple[str, ...] = ("result", "v_only", "pattern_v")
+    n_random_sets: int = 10                  # random-head / random-neuron control sets (same size)
+    n_neurons: int = 20                      # top salient MLP neurons ablated jointly per emotion
+    n_tokens: int = 10                       # rows of the OV/QK top-token tables
+    evaluate_top_n: int = 2                  # top heads per emotion re-scored by generation (0 disables)
+    evaluators: tuple[str, ...] = ("lexicon",)
+    n_generate: int = 8                      # emotional sentences continued per head for the generation metric
+    max_new_tokens: int = 16
+    prepend_bos: bool = True
+
+    def __post_init__(self) -> None:
+        import re
+
+        for name in ("patch_heads", "patch_modes", "evaluators"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.ablation not in ("zero", "mean"):
+            raise ParamsError(f"heads.ablation must be zero or mean, got {self.ablation!r}")
+        if self.split not in ("fit", "test", "all"):
+            raise ParamsError(f"heads.split must be fit, test or all, got {self.split!r}")
+        for mode in self.patch_modes:
+            if mode not in ("result", "v_only", "pattern_v"):
+                raise ParamsError(f"heads.patch_modes: unknown mode {mode!r} (allowed: result, v_only, pattern_v)")
+        for head in self.patch_heads:
+            if not isinstance(head, str) or not re.fullmatch(r"L\d+H\d+", head):
+                raise ParamsError(f"heads.patch_heads entries look like 'L3H5', got {head!r}")
+        if not isinstance(self.attribution, bool):
+            raise ParamsError(f"heads.attribution must be true or false, got {self.attribution!r}")
+        for name in ("n_sentences", "evaluate_top_n", "attribution_sentences"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ParamsError(f"heads.{name} must be a non-negative integer, got {v!r}")
+        for name in ("batch_size", "top_k", "n_random_sets", "n_neurons", "n_tokens", "n_generate",
+                     "max_new_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ParamsError(f"heads.{name} must be a positive integer, got {v!r}")
+        for ev in self.evaluators:
+            if ev not in ("lexicon", "embedding", "hf"):
+                raise ParamsError(f"heads.evaluators: unknown evaluator {ev!r} (allowed: lexicon, embedding, hf)")
+
+
+@dataclass(frozen=True)
+class ExecutionParams:
+    """How heavy stages fan out when `executor: ray` (identical chunks, and so identical outs, under `local`)."""
+
+    chunk_size: int = 512
+    ray_address: str | None = None
+    ray_workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_size", "ray_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParamsError(f"execution.{name} must be a positive integer, got {value!r}")
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise ParamsError(f"execution.ray_address must be null or a string, got {self.ray_address!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     models: tuple[str, ...] = ("smollm2-135m",)
@@ -189,9 +312,15 @@ class Params:
     vectors: VectorParams = field(default_factory=VectorParams)
     alignment: AlignmentParams = field(default_factory=AlignmentParams)
     steering: SteeringParams = field(default_factory=SteeringParams)
+    statistics: StatisticsParams = field(default_factory=StatisticsParams)
+    heads: HeadParams = field(default_factory=HeadParams)
     alpha: float = 0.8
+    executor: str = "local"
+    execution: ExecutionParams = field(default_factory=ExecutionParams)
 
     def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ParamsError(f"executor must be local or ray, got {self.executor!r}")
         object.__setattr__(self, "models", tuple(self.models))
         if not self.models:
             raise ParamsError("models must list at least one model")
@@ -229,12 +358,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")
-    top = {k: raw[k] for k in ("seed", "models", "alpha") if k in raw}
+    scalars = ("seed", "models", "alpha", "executor")
+    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(Params)})
+    if unknown:
+        raise ParamsError(f"{path}: unknown top-level key(s): {', '.join(map(str, unknown))}")
+    top = {k: raw[k] for k in scalars if k in raw}
     return Params(
+        execution=_build(ExecutionParams, raw.get("execution"), "execution"),
         **top,
         dataset=_build(DatasetParams, raw.get("dataset"), "dataset"),
         activations=_build(ActivationParams, raw.get("activations"), "activations"),
         vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
         alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
         steering=_build(SteeringParams, raw.get("steering"), "steering"),
+        statistics=_build(StatisticsParams, raw.get("statistics"), "statistics"),
+        heads=_build(HeadParams, raw.get("heads"), "heads"),
     )

@@ -72,9 +72,11 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
     fig, axes = plt.subplots(1, len(emotions), figsize=(5 * len(emotions), 3.6), squeeze=False)
     for ax, emotion in zip(axes[0], emotions):
         g = summary[summary["emotion"] == emotion]
-        wide = g.pivot(index="alpha", columns="layer", values=col)
-        wide.columns = [f"L{c}" for c in wide.columns]
-        wide.reset_index().to_csv(csv_dir / f"effect_{emotion}.csv", index=False, float_format="%.6g")
+        for layer, lg in g.groupby("layer", sort=True):  # fixed columns per file, so dvc.yaml names the series
+            series = lg.sort_values("alpha")[["alpha", col]].rename(columns={col: "effect"})
+            for q in ("q05", "q95"):
+                series[f"random_{q}"] = lg.sort_values("alpha").get(f"{primary}_random_{q}", np.nan).to_numpy()
+            series.to_csv(csv_dir / f"{emotion}_L{layer}.csv", index=False, float_format="%.6g")
         for layer, lg in g.groupby("layer", sort=True):
             lg = lg.sort_values("alpha")
             (line,) = ax.plot(lg["alpha"], lg[col], marker="o", ms=3, label=f"layer {layer}")

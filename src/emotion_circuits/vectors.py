@@ -222,21 +222,25 @@ def write_plots(frames: dict, csv_dir, png_dir) -> None:
     from . import plots
 
     csv_dir, png_dir = Path(csv_dir), Path(png_dir)
+    # one folder per plot kind with fixed columns, so dvc.yaml can name every series (x = layer)
+    (csv_dir / "norms").mkdir(parents=True, exist_ok=True)
+    (csv_dir / "probes").mkdir(parents=True, exist_ok=True)
     norms = frames["norms"][frames["norms"]["hook"] == "resid_post"].copy()
     norms["series"] = norms["model"] + " / " + norms["position"]
     for (model, position), g in norms.groupby(["model", "position"], sort=True):
         wide = g.pivot(index="layer", columns="emotion", values="l2")[list(EMOTIONS)].reset_index()
-        wide.to_csv(csv_dir / f"norms_{model}_{position}.csv", index=False, float_format="%.6g")
+        wide.to_csv(csv_dir / "norms" / f"{model}_{position}.csv", index=False, float_format="%.6g")
     plots.lines(norms, "layer", "l2", "emotion", png_dir / "norms.png", "emotion vector L2 norm",
                 facet="series")
     probes = frames["probes"].copy()
     if len(probes):
         probes["series"] = probes["model"] + " / " + probes["position"]
         for (model, position), g in probes.groupby(["model", "position"], sort=True):
-            wide = g.pivot_table(index="layer", columns="task", values="accuracy").reset_index()
+            tasks = ["4way", *[f"{e}_vs_neutral" for e in EMOTIONS]]
+            wide = g.pivot_table(index="layer", columns="task", values="accuracy").reindex(columns=tasks).reset_index()
             wide["shuffled_4way"] = g[g["task"] == "4way"].set_index("layer")["shuffled_accuracy"].reindex(
                 wide["layer"]).to_numpy()
-            wide.to_csv(csv_dir / f"probes_{model}_{position}.csv", index=False, float_format="%.6g")
+            wide.to_csv(csv_dir / "probes" / f"{model}_{position}.csv", index=False, float_format="%.6g")
         four = probes[probes["task"] == "4way"].copy()
         four = pd.concat([four.assign(kind="probe"),
                           four.assign(kind="shuffled labels", accuracy=four["shuffled_accuracy"])])

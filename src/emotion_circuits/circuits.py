@@ -1,0 +1,139 @@
+"""OV and QK circuits of attention heads, from the weights (TransformerLens conventions).
+
+Per head h of layer L: W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model], so a head reading residual x (after
+the block's input norm) writes x W_V W_O (the OV circuit) and scores query x_q against key x_k by
+(x_q W_Q)(x_k W_K)^T / sqrt(d_head) (the QK circuit; rotary position embeddings and biases are left out, as in
+TransformerLens' `W_QK`/`W_OV`). Grouped-query attention: HF stores n_kv_heads key/value matrices; query head h uses
+KV head h // (n_heads / n_kv_heads), so W_K/W_V are expanded with `repeat_interleave` (the TransformerLens bridge
+returns the n_kv_heads matrices unexpanded; `bridge_weights` expands them the same way and a test checks both agree).
+
+Token tables: vocabulary embeddings are passed through the layer's own input norm, as if the token sat in the
+residual stream, then (OV) scored by how much the head writes them into the unit emotion direction of the layer's
+output, and (QK) by how much the mean sentence-end residual of the emotion's sentences attends to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import heads as H
+from .hooks import layer_list
+from .models import LoadedModel
+
+
+def _attn(layer_module):
+    return getattr(layer_module, "self_attn", None) or layer_module.attn
+
+
+def _input_norm(layer_module):
+    return getattr(layer_module, "input_layernorm", None) or layer_module.ln_1
+
+
+def head_weights(lm: LoadedModel, layer: int) -> dict[str, torch.Tensor]:
+    """W_Q, W_K, W_V [H, d, dh] (KV expanded to query heads) and W_O [H, dh, d] of one layer, from HF weights."""
+    a = H.arch(lm)
+    attn = _attn(layer_list(lm.hf_model)[layer])
+    rep = a.n_heads // a.n_kv_heads
+    if hasattr(attn, "q_proj"):  # llama family: Linear weights are [out, in]
+        def split(w, n):
+            return w.detach().reshape(n, a.d_head, a.d_model).transpose(1, 2)
+        wq = split(attn.q_proj.weight, a.n_heads)
+        wk = split(attn.k_proj.weight, a.n_kv_heads).repeat_interleave(rep, 0)
+        wv = split(attn.v_proj.weight, a.n_kv_heads).repeat_interleave(rep, 0)
+        wo = attn.o_proj.weight.detach().T.reshape(a.n_heads, a.d_head, a.d_model)
+    else:  # gpt2: Conv1D weights are [in, out]; c_attn packs q, k, v
+        w = attn.c_attn.weight.detach()
+        wq, wk, wv = (w[:, i * a.d_model:(i + 1) * a.d_model].reshape(a.d_model, a.n_heads, a.d_head)
+                      .permute(1, 0, 2) for i in range(3))
+        wo = attn.c_proj.weight.detach().reshape(a.n_heads, a.d_head, a.d_model)
+    return {"W_Q": wq.float(), "W_K": wk.float(), "W_V": wv.float(), "W_O": wo.float()}
+
+
+def bridge_weights(bridge, layer: int, n_heads: int) -> dict[str, torch.Tensor]:
+    """The same four matrices from a TransformerBridge (`blocks[L].attn.W_Q` ...), KV heads expanded."""
+    attn = bridge.blocks[layer].attn
+    out = {}
+    for name in ("W_Q", "W_K", "W_V", "W_O"):
+        w = getattr(attn, name).detach().float()
+        if w.shape[0] != n_heads:
+            w = w.repeat_interleave(n_heads // w.shape[0], 0)
+        out[name] = w
+    return out
+
+
+def normed_embeddings(lm: LoadedModel, layer: int) -> torch.Tensor:
+    """[V, d] token embeddings after layer `layer`'s input norm."""
+    emb = lm.hf_model.get_input_embeddings().weight.detach().float()
+    with torch.inference_mode():
+        return _input_norm(layer_list(lm.hf_model)[layer])(emb).float()
+
+
+def _token(tokenizer, i: int) -> str:
+    return tokenizer.decode([int(i)])
+
+
+def ov_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], directions: dict[int, np.ndarray],
+             emotions: Sequence[str], n_tokens: int) -> pd.DataFrame:
+    """Per head and emotion: the tokens the head's OV circuit writes most into (and most against) the emotion's
+    unit direction at the head's layer output, plus `ov_gain`: how strongly the head copies the emotion direction
+    of its input ((norm(u_in) W_V W_O) . u_out)."""
+    rows = []
+    for layer in sorted({m for m, _ in heads}):
+        w = head_weights(lm, layer)
+        emb = normed_embeddings(lm, layer)
+        norm = _input_norm(layer_list(lm.hf_model)[layer])
+        for m, h in heads:
+            if m != layer:
+                continue
+            for j, emotion in enumerate(emotions):
+                u_out = torch.as_tensor(directions[layer][j], dtype=torch.float32)
+                read = w["W_V"][h] @ (w["W_O"][h] @ u_out)  # [d]: input direction written into u_out
+                with torch.inference_mode():
+                    u_in = norm(u_out[None])[0].float()
+                gain = float(u_in @ read)
+                scores = (emb @ read).numpy()
+                order = np.lexsort((np.arange(len(scores)), -scores))
+                for side, ids in (("top", order[:n_tokens]), ("bottom", order[::-1][:n_tokens])):
+                    for rank, t in enumerate(ids):
+                        rows.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                                     "side": side, "rank": rank + 1, "token_id": int(t),
+                                     "token": _token(lm.tokenizer, t), "score": float(scores[t]), "ov_gain": gain})
+    return pd.DataFrame(rows)
+
+
+def qk_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], queries: dict[tuple[str, int], np.ndarray],
+             lexicon_ids: dict[str, list[int]], n_tokens: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """QK scores of the mean sentence-end residual of each emotion's sentences (query, layer input) against every
+    vocabulary token embedding (key). Returns (top tokens per head x emotion, lexicon summary: the mean score of
+    the emotion's lexicon tokens vs the vocabulary mean, as a z-score and percentile rank)."""
+    a = H.arch(lm)
+    top, summary = [], []
+    for layer in sorted({m for m, _ in heads}):
+        w = head_weights(lm, layer)
+        emb = normed_embeddings(lm, layer)
+        norm = _input_norm(layer_list(lm.hf_model)[layer])
+        for m, h in heads:
+            if m != layer:
+                continue
+            for emotion, ids in lexicon_ids.items():
+                with torch.inference_mode():
+                    q = norm(torch.as_tensor(queries[(emotion, layer)], dtype=torch.float32)[None])[0].float()
+                qv = (q @ w["W_Q"][h]) / np.sqrt(a.d_head)
+                scores = (emb @ (w["W_K"][h] @ qv)).numpy()
+                order = np.lexsort((np.arange(len(scores)), -scores))
+                for rank, t in enumerate(order[:n_tokens]):
+                    top.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                                "rank": rank + 1, "token_id": int(t), "token": _token(lm.tokenizer, t),
+                                "score": float(scores[t])})
+                lex = scores[ids]
+                percentile = float(np.mean([np.mean(scores < s) for s in lex]))
+                summary.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                                "lexicon_mean": float(lex.mean()), "vocab_mean": float(scores.mean()),
+                                "vocab_std": float(scores.std()),
+                                "lexicon_z": float((lex.mean() - scores.mean()) / max(scores.std(), 1e-12)),
+                                "lexicon_percentile": percentile, "n_lexicon_tokens": len(ids)})
+    return pd.DataFrame(top), pd.DataFrame(summary)

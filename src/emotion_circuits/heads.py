@@ -1,0 +1,574 @@
+"""Phase 6 engine: exact, batched attention-head interventions on plain HF causal models (llama and gpt2 families).
+
+Why it is fast. One *clean* pass per sentence batch records the residual entering every layer; an intervention
+set that first touches layer L then resumes from the cached clean residual at layer L with the batch expanded
+to (conditions x sentences) rows, so layers below L are never recomputed and one forward screens every head of a
+layer (each row carries its own per-head edit). The readout needs only the final residual at the sentence end
+(its projection onto the unit emotion directions) and the next-token log-probabilities there (final norm +
+unembedding of those rows only).
+
+Where edits happen. Every attention layer runs through one registered attention function (`ATTN_IMPL`), an
+eager softmax attention identical to HF's `eager_attention_forward` that also sees the per-row edits of the active
+`Controller`: per-head multipliers on the head output z (the TransformerLens `hook_z`; zero-ablation), an added
+mean z (mean-ablation), replacement of z at the sentence-end query (patching), and the attention mass the
+sentence-end query puts on the emotion-word tokens.
+
+Grouped-query attention. HF stores n_kv_heads key/value heads; inside the attention function they are expanded
+to one copy per query head (`repeat_kv`), so a value patch for query head h changes the values *as seen by h only*;
+the other query heads of the same KV group keep the clean values.
+
+Patching (modes, all at the readout query = the sentence-end token; BOS, identical in every run, is never patched):
+- `result`:    z_h <- the mean z_h over source runs (at their sentence end).
+- `v_only`:    z_h = sum_j A_target(j) v_source(j): the target's own attention pattern over the source's values,
+               where v_source(j) is the mean source value at the same distance from the sentence end
+               (right-aligned; key positions no source reaches keep their own value).
+- `pattern_v`: z_h = sum_j A_source(j) v_source(j): the right-aligned mean source pattern (renormalised over the
+               target's keys) and the source values; differs from `result` only by mean-of-products vs
+               product-of-means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import pad_right, tokenize_row
+from .hooks import layer_list
+from .models import LoadedModel
+
+ATTN_IMPL = "emotion_circuits_heads"
+PATCH_MODES = ("result", "v_only", "pattern_v")
+_ACTIVE: list[Controller | None] = [None]
+
+
+# --------------------------------------------------------------------------------------------------- model access
+@dataclass(frozen=True)
+class Arch:
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+
+
+def arch(lm: LoadedModel) -> Arch:
+    c = lm.hf_model.config
+    n_heads = int(getattr(c, "num_attention_heads", None) or c.n_head)
+    n_kv = int(getattr(c, "num_key_value_heads", None) or n_heads)
+    d_head = int(getattr(c, "head_dim", None) or lm.d_model // n_heads)
+    return Arch(lm.n_layers, n_heads, n_kv, d_head, lm.d_model)
+
+
+def head_label(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):  # noqa: ARG001
+    """HF eager attention (same maths and dtype handling) plus the active controller's per-row head edits."""
+    n_heads = query.shape[1]
+    if key.shape[1] != n_heads:  # grouped-query attention: one copy of each KV head per query head
+        key = key.repeat_interleave(n_heads // key.shape[1], dim=1)
+        value = value.repeat_interleave(n_heads // value.shape[1], dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask[..., : key.shape[-2]]
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    z = torch.matmul(pattern, value)
+    ctl = _ACTIVE[0]
+    if ctl is not None:
+        z = ctl.apply(module.layer_idx, pattern, value, z)
+    return z.transpose(1, 2).contiguous(), pattern
+
+
+def prepare(lm: LoadedModel) -> None:
+    """Route this model's attention through `_attention` (eager maths; the model's numbers do not change)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTN_IMPL, _attention)
+    AttentionMaskInterface.register(ATTN_IMPL, eager_mask)
+    for module in lm.hf_model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = ATTN_IMPL
+    lm.hf_model.config._attn_implementation = ATTN_IMPL
+
+
+# ------------------------------------------------------------------------------------------------------ controller
+@dataclass
+class LayerEdit:
+    """Per-row edits of one layer's heads; R = rows of the expanded batch. None = no edit of that kind."""
+
+    keep: torch.Tensor | None = None         # [R, H] multiplier of z at every position
+    add: torch.Tensor | None = None          # [R, H, d_head] added to z at every position
+    final: Callable | None = None            # fn(pattern_final [R,H,T], value [R,H,T,dh], z_final) -> z_final
+
+
+@dataclass
+class Controller:
+    """What the attention function does for the rows of the current forward."""
+
+    end_pos: torch.Tensor | None             # [R] sentence-end index of each row (None: keep/add edits only)
+    edits: dict[int, LayerEdit] = field(default_factory=dict)
+    emotion_mask: torch.Tensor | None = None  # [R, T] 1 at emotion-word tokens: record attention mass there
+    mass: dict[int, torch.Tensor] = field(default_factory=dict)   # layer -> [R, H]
+    capture_z: bool = False
+    z_final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [R, H, dh] clean z at sentence end
+    z_sum: dict[int, torch.Tensor] = field(default_factory=dict)    # layer -> [H, dh] sum of z over real tokens
+    token_mask: torch.Tensor | None = None    # [R, T] real tokens (for z_sum)
+    capture_final: bool = False
+    keep_graph: bool = False                  # attribution: keep z (in the autograd graph) per layer
+    z_graph: dict[int, torch.Tensor] = field(default_factory=dict)
+    pattern_final: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [R, H, T]
+    value: dict[int, torch.Tensor] = field(default_factory=dict)          # layer -> [R, H, T, dh]
+
+    def apply(self, layer: int, pattern: torch.Tensor, value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.end_pos is None:  # generation: the same head edit on every row and position
+            edit = self.edits.get(layer)
+            if edit is not None and edit.keep is not None:
+                z = z * edit.keep.to(z.dtype)[:, :, None, None]
+            if edit is not None and edit.add is not None:
+                z = z + edit.add.to(z.dtype)[:, :, None, :]
+            return z
+        if self.keep_graph:
+            z.retain_grad()
+            self.z_graph[layer] = z
+            return z
+        rows = torch.arange(z.shape[0], device=z.device)
+        end = self.end_pos.to(z.device)
+        final_pattern = pattern[rows, :, end]  # [R, H, T]
+        if self.emotion_mask is not None:
+            self.mass[layer] = torch.einsum("rht,rt->rh", final_pattern.float(), self.emotion_mask.to(z.device))
+        if self.capture_z:
+            self.z_final[layer] = z[rows, :, end].detach().clone()
+            tm = self.token_mask.to(z.dtype)
+            self.z_sum[layer] = torch.einsum("rhtd,rt->hd", z.detach(), tm)
+        if self.capture_final:
+            self.pattern_final[layer] = final_pattern.detach().clone()
+            self.value[layer] = value.detach().clone()
+        edit = self.edits.get(layer)
+        if edit is None:
+            return z
+        if edit.keep is not None:
+            z = z * edit.keep.to(z.dtype)[:, :, None, None]
+        if edit.add is not None:
+            z = z + edit.add.to(z.dtype)[:, :, None, :]
+        if edit.final is not None:
+            z = z.clone()
+            z[rows, :, end] = edit.final(final_pattern, value, z[rows, :, end])
+        return z
+
+
+@contextlib.contextmanager
+def controlled(ctl: Controller | None) -> Iterator[Controller | None]:
+    previous = _ACTIVE[0]
+    _ACTIVE[0] = ctl
+    try:
+        yield ctl
+    finally:
+        _ACTIVE[0] = previous
+
+
+# ---------------------------------------------------------------------------------------------------- forward pass
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class SentenceBatch:
+    """Right-padded token ids of some sentences plus where to read and what counts as an emotion word."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    end_pos: torch.Tensor
+    emotion_mask: torch.Tensor  # [B, T] 1 at emotion-word tokens (all text tokens where a row has none)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def make_batch(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]],
+               prepend_bos: bool = True) -> SentenceBatch:
+    rows = [tokenize_row(lm.tokenizer, t, list(w), prepend_bos, True) for t, w in zip(texts, emotion_words)]
+    ids, mask = pad_right(rows, lm.tokenizer.pad_token_id)
+    emo = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        emo[i, r.emotion_positions] = 1.0
+    return SentenceBatch(ids, mask, torch.tensor([r.end_pos for r in rows]), emo)
+
+
+def _expand(obj, batch: int, times: int):
+    """Repeat every tensor whose leading dim is the batch (condition-major); broadcastable ones stay as they are."""
+    if times == 1:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.repeat(times, *([1] * (obj.ndim - 1))) if obj.ndim and obj.shape[0] == batch and batch > 1 else obj
+    if isinstance(obj, tuple):
+        return tuple(_expand(o, batch, times) for o in obj)
+    if isinstance(obj, list):
+        return [_expand(o, batch, times) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _expand(v, batch, times) for k, v in obj.items()}
+    return obj
+
+
+@dataclass
+class CleanRun:
+    """Everything a clean pass leaves for the interventions that resume from it."""
+
+    batch: SentenceBatch
+    resid_pre: list[torch.Tensor]          # per layer [B, T, d]
+    layer_args: tuple
+    layer_kwargs: dict
+    final: torch.Tensor                    # [B, d] final residual (last layer resid_post) at the sentence end
+    ctl: Controller
+
+
+def _layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Tensor, tuple, dict]:
+    """(embeddings, extra positional args, kwargs) the model passes to its first block: mask, rotary, etc."""
+    layers = layer_list(lm.hf_model)
+    got: dict = {}
+
+    def grab(mod, args, kwargs):
+        got["args"], got["kwargs"] = args, kwargs
+        raise _Stop
+
+    handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        lm.hf_model.base_model(input_ids=batch.ids.to(lm.device), attention_mask=batch.mask.to(lm.device),
+                               use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    args = got["args"]
+    hidden = args[0] if args else got["kwargs"].pop("hidden_states")
+    return hidden, tuple(args[1:]), dict(got["kwargs"])
+
+
+def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: tuple, kwargs: dict,
+                record: list | None = None) -> torch.Tensor:
+    layers = layer_list(lm.hf_model)
+    for layer in range(start, lm.n_layers):
+        if record is not None:
+            record.append(hidden)
+        out = layers[layer](hidden, *args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def clean_run(lm: LoadedModel, batch: SentenceBatch, capture_final: bool = False) -> CleanRun:
+    """The unedited forward, keeping each layer's input residual, the clean head outputs and attention mass."""
+    ctl = Controller(end_pos=batch.end_pos, emotion_mask=batch.emotion_mask, capture_z=True,
+                     token_mask=batch.mask.float(), capture_final=capture_final)
+    with torch.inference_mode(), controlled(ctl):
+        hidden, args, kwargs = _layer_call_inputs(lm, batch)
+        record: list = []
+        out = _run_layers(lm, hidden, 0, args, kwargs, record)
+    rows = torch.arange(len(batch))
+    return CleanRun(batch, record, args, kwargs, out[rows, batch.end_pos.to(out.device)], ctl)
+
+
+def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[int, LayerEdit],
+               record_mass: bool = True, start: int | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Resume from the clean residual at the first edited layer with n_conditions x B rows (condition-major).
+
+    Returns the final residual at the sentence end [C*B, d] and the attention mass per layer >= start [C*B, H].
+    """
+    b = len(clean.batch)
+    if start is None:
+        start = min(edits) if edits else lm.n_layers - 1
+    ctl = Controller(end_pos=clean.batch.end_pos.repeat(n_conditions), edits=edits,
+                     emotion_mask=clean.batch.emotion_mask.repeat(n_conditions, 1) if record_mass else None)
+    with torch.inference_mode(), controlled(ctl):
+        hidden = clean.resid_pre[start].repeat(n_conditions, 1, 1)
+        out = _run_layers(lm, hidden, start, _expand(clean.layer_args, b, n_conditions),
+                          _expand(clean.layer_kwargs, b, n_conditions))
+    rows = torch.arange(out.shape[0])
+    return out[rows, ctl.end_pos.to(out.device)], ctl.mass
+
+
+def final_logprobs(lm: LoadedModel, final: torch.Tensor, token_sets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[R, n_sets]: mean next-token log-probability of each token set, from final residuals [R, d]."""
+    base = lm.hf_model.base_model
+    norm = getattr(base, "norm", None) or base.ln_f
+    with torch.inference_mode():
+        logits = lm.hf_model.get_output_embeddings()(norm(final)).float()
+        logp = torch.log_softmax(logits, dim=-1)
+    return torch.stack([logp[:, list(s)].mean(-1) for s in token_sets], dim=-1)
+
+
+def lexicon_token_ids(tokenizer, lexicons: dict[str, list[str]], emotions: Sequence[str]) -> list[list[int]]:
+    """First token of ' word' (the word as the next word of a text) for each lexicon word; sorted unique ids."""
+    out = []
+    for e in emotions:
+        ids = {tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in lexicons[e]}
+        out.append(sorted(ids))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ screening
+@dataclass(frozen=True)
+class Readout:
+    """Unit emotion directions [E, d] in the final residual, and lexicon token ids per emotion."""
+
+    directions: np.ndarray
+    token_sets: list[list[int]]
+
+
+def _metrics(lm: LoadedModel, final: torch.Tensor, readout: Readout) -> tuple[np.ndarray, np.ndarray]:
+    proj = (final.float() @ torch.as_tensor(readout.directions, dtype=torch.float32).T).numpy()
+    return proj, final_logprobs(lm, final, readout.token_sets).numpy()
+
+
+def mean_head_outputs(lm: LoadedModel, batches: Sequence[SentenceBatch]) -> dict[int, torch.Tensor]:
+    """Dataset mean of each head's z over all real tokens: the value mean-ablation writes in. layer -> [H, dh]."""
+    sums: dict[int, torch.Tensor] = {}
+    n = 0
+    for batch in batches:
+        run = clean_run(lm, batch)
+        for layer, s in run.ctl.z_sum.items():
+            sums[layer] = sums.get(layer, 0) + s.double()
+        n += int(batch.mask.sum())
+    return {layer: (s / max(n, 1)).float() for layer, s in sums.items()}
+
+
+def screen_batch(lm: LoadedModel, batch: SentenceBatch, readout: Readout, ablation: str = "zero",
+                 means: dict[int, torch.Tensor] | None = None, layers: Sequence[int] | None = None,
+                 progress=None) -> dict[str, np.ndarray]:
+    """Ablate every head of every layer singly, one resumed forward per layer (all its heads as rows).
+
+    Returns arrays indexed [layer, head, sentence(, emotion)]: proj/logprob deltas for every direction and
+    lexicon, the head's clean attention mass on emotion words, and the change of the mean attention mass of the
+    downstream heads (layers > L) when head (L, h) is ablated.
+    """
+    a = arch(lm)
+    layers = list(range(a.n_layers)) if layers is None else list(layers)
+    clean = clean_run(lm, batch)
+    proj0, logp0 = _metrics(lm, clean.final, readout)
+    b, e = len(batch), readout.directions.shape[0]
+    out = {"proj_delta": np.zeros((a.n_layers, a.n_heads, b, e), np.float32),
+           "logprob_delta": np.zeros((a.n_layers, a.n_heads, b, e), np.float32),
+           "mass_clean": np.zeros((a.n_layers, a.n_heads, b), np.float32),
+           "mass_downstream_delta": np.zeros((a.n_layers, a.n_heads, b), np.float32)}
+    for layer in range(a.n_layers):
+        out["mass_clean"][layer] = clean.ctl.mass[layer].T.numpy()
+    for layer in layers:
+        keep = torch.ones(a.n_heads, b, a.n_heads)
+        for h in range(a.n_heads):
+            keep[h, :, h] = 0.0
+        keep = keep.reshape(a.n_heads * b, a.n_heads)
+        edit = LayerEdit(keep=keep)
+        if ablation == "mean":
+            edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
+        final, mass = run_edited(lm, clean, a.n_heads, {layer: edit})
+        proj, logp = _metrics(lm, final, readout)
+        out["proj_delta"][layer] = (proj.reshape(a.n_heads, b, e) - proj0[None])
+        out["logprob_delta"][layer] = (logp.reshape(a.n_heads, b, e) - logp0[None])
+        later = [m for m in range(layer + 1, a.n_layers)]
+        if later:
+            ablated = torch.stack([mass[m].reshape(a.n_heads, b, a.n_heads).mean(-1) for m in later]).mean(0)
+            base = torch.stack([clean.ctl.mass[m].mean(-1) for m in later]).mean(0)
+            out["mass_downstream_delta"][layer] = (ablated - base[None]).numpy()
+        if progress is not None:
+            progress.update(1)
+    return out
+
+
+def screen_one_by_one(lm: LoadedModel, batch: SentenceBatch, readout: Readout, layer: int, head: int,
+                      ablation: str = "zero", means: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+    """Reference: one full, plain forward of the model with a single head ablated; proj delta [B, E]."""
+    a = arch(lm)
+    clean = clean_run(lm, batch)
+    keep = torch.ones(len(batch), a.n_heads)
+    keep[:, head] = 0.0
+    edit = LayerEdit(keep=keep, add=(1 - keep)[:, :, None] * means[layer][None] if ablation == "mean" else None)
+    ctl = Controller(end_pos=batch.end_pos, edits={layer: edit})
+    with torch.inference_mode(), controlled(ctl):
+        hidden, args, kwargs = _layer_call_inputs(lm, batch)
+        out = _run_layers(lm, hidden, 0, args, kwargs)
+    final = out[torch.arange(len(batch)), batch.end_pos]
+    return _metrics(lm, final, readout)[0] - _metrics(lm, clean.final, readout)[0]
+
+
+def attribution_batch(lm: LoadedModel, batch: SentenceBatch, directions: np.ndarray, ablation: str = "zero",
+                      means: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+    """First-order (attribution-patching) estimate of every head's ablation effect, one forward + backward:
+    delta(L, h) ~ sum_t (z_ablated - z)[t] . d(proj)/dz[t], with proj = final residual at the sentence end . the
+    row's own direction ([B, d]). Returns [n_layers, n_heads, B]. Exact screening checks it (Spearman in metrics).
+    """
+    ctl = Controller(end_pos=batch.end_pos, keep_graph=True)
+    params = [p for p in lm.hf_model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        hidden, args, kwargs = _layer_call_inputs(lm, batch)
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad(), controlled(ctl):
+            out = _run_layers(lm, hidden.detach().requires_grad_(True), 0, args, kwargs)
+            final = out[torch.arange(len(batch)), batch.end_pos]
+            (final * torch.as_tensor(directions, dtype=final.dtype)).sum().backward()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    valid = batch.mask.to(torch.float32)[:, None, :, None]
+    result = []
+    for layer in range(lm.n_layers):
+        z = ctl.z_graph[layer].detach()          # [B, H, T, dh]
+        target = torch.zeros_like(z) if ablation == "zero" else means[layer][None, :, None, :].expand_as(z)
+        result.append(((target - z) * ctl.z_graph[layer].grad * valid).sum((2, 3)).T.numpy())
+    return np.stack(result)
+
+
+def summarise_screen(table: pd.DataFrame, metric: str = "proj_delta") -> pd.DataFrame:
+    """Per (emotion, head): mean, std, n, standardized effect (mean/sd), normal 95% CI, and rank by -mean.
+
+    Ablation that *removes* the emotion lowers the projection, so the most negative mean ranks first.
+    """
+    g = table.groupby(["emotion", "layer", "head"], sort=True)[metric]
+    s = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    s["std"] = s["std"].fillna(0.0)
+    s["d"] = np.where(s["std"] > 0, s["mean"] / s["std"].where(s["std"] > 0, 1.0), 0.0)
+    se = s["std"] / np.sqrt(s["n"].clip(lower=1))
+    s["ci_low"], s["ci_high"] = s["mean"] - 1.96 * se, s["mean"] + 1.96 * se
+    s["rank"] = s.groupby("emotion")["mean"].rank(method="first").astype(int)
+    s.insert(3, "head_label", [head_label(a, b) for a, b in zip(s["layer"], s["head"])])
+    s.insert(0, "metric", metric)
+    return s
+
+
+# ------------------------------------------------------------------------------------------------------- patching
+@dataclass
+class SourceStats:
+    """Mean source-run statistics per layer: z at the sentence end [H, dh], right-aligned values [H, K, dh]
+    (K = offset from the sentence end, BOS excluded) and the sentence-end attention pattern (BOS weight [H] and
+    right-aligned weights [H, K]) with per-offset counts [K]."""
+
+    z: dict[int, torch.Tensor]
+    values: dict[int, torch.Tensor]
+    pattern_bos: dict[int, torch.Tensor]
+    pattern: dict[int, torch.Tensor]
+    counts: torch.Tensor
+
+
+def source_stats(lm: LoadedModel, batches: Sequence[SentenceBatch], max_offset: int = 128) -> SourceStats:
+    """Means over source runs of what the patching modes write in (see the module docstring)."""
+    a = arch(lm)
+    z = {m: torch.zeros(a.n_heads, a.d_head, dtype=torch.float64) for m in range(a.n_layers)}
+    val = {m: torch.zeros(a.n_heads, max_offset, a.d_head, dtype=torch.float64) for m in range(a.n_layers)}
+    pbos = {m: torch.zeros(a.n_heads, dtype=torch.float64) for m in range(a.n_layers)}
+    pat = {m: torch.zeros(a.n_heads, max_offset, dtype=torch.float64) for m in range(a.n_layers)}
+    counts = torch.zeros(max_offset, dtype=torch.float64)
+    n = 0
+    for batch in batches:
+        run = clean_run(lm, batch, capture_final=True)
+        for i, end in enumerate(batch.end_pos.tolist()):
+            offs = torch.arange(end, 0, -1) - 1  # positions 1..end -> offsets end-1..0
+            pos = torch.arange(1, end + 1)
+            counts[offs] += 1
+            for m in range(a.n_layers):
+                z[m] += run.ctl.z_final[m][i].double()
+                val[m][:, offs] += run.ctl.value[m][i][:, pos].double()
+                pbos[m] += run.ctl.pattern_final[m][i][:, 0].double()
+                pat[m][:, offs] += run.ctl.pattern_final[m][i][:, pos].double()
+            n += 1
+    safe = counts.clamp(min=1)
+    return SourceStats({m: (v / n).float() for m, v in z.items()},
+                       {m: (v / safe[None, :, None]).float() for m, v in val.items()},
+                       {m: (v / n).float() for m, v in pbos.items()},
+                       {m: (v / safe[None]).float() for m, v in pat.items()}, counts.float())
+
+
+def patch_edit(mode: str, stats: SourceStats, layer: int, head_rows: torch.Tensor, end_pos: torch.Tensor,
+               a: Arch) -> LayerEdit:
+    """A LayerEdit patching, for each row r, the heads with head_rows[r, h] = True at the sentence-end query."""
+    sel = head_rows.bool()
+    if mode not in PATCH_MODES:
+        raise ValueError(f"unknown patch mode {mode!r} (allowed: {', '.join(PATCH_MODES)})")
+
+    def aligned(t_len: int, end: torch.Tensor, source: torch.Tensor, own: torch.Tensor, fill_mask: bool):
+        # source [H, K(, dh)] by offset -> [R, H, T(, dh)] by target position; uncovered positions keep `own`.
+        pos = torch.arange(t_len)[None, :]
+        off = end[:, None] - pos                                  # [R, T] offset from the sentence end
+        covered = (pos >= 1) & (off >= 0) & (off < source.shape[1])
+        covered &= stats.counts[off.clamp(0, source.shape[1] - 1)] > 0
+        src = source[:, off.clamp(0, source.shape[1] - 1)]        # [H, R, T(, dh)]
+        src = src.transpose(0, 1)                                # [R, H, T(, dh)]
+        cov = covered[:, None, :, None] if src.ndim == 4 else covered[:, None, :]
+        if fill_mask:
+            return torch.where(cov, src.to(own.dtype), own), covered
+        return torch.where(cov, src.to(own.dtype), torch.zeros_like(own)), covered
+
+    def final(pattern_final, value, z_final):
+        end = end_pos.to(z_final.device)
+        if mode == "result":
+            new = stats.z[layer].to(z_final.dtype)[None].expand_as(z_final)
+        else:
+            v_src, _ = aligned(value.shape[2], end, stats.values[layer], value, True)
+            if mode == "v_only":
+                new = torch.einsum("rht,rhtd->rhd", pattern_final, v_src)
+            else:
+                p, _ = aligned(value.shape[2], end, stats.pattern[layer], pattern_final, False)
+                p = p.clone()
+                p[:, :, 0] = stats.pattern_bos[layer].to(p.dtype)[None]
+                p = p / p.sum(-1, keepdim=True).clamp(min=1e-12)
+                new = torch.einsum("rht,rhtd->rhd", p, v_src)
+        return torch.where(sel[:, :, None].to(z_final.device), new, z_final)
+
+    return LayerEdit(final=final)
+
+
+def head_set_edits(head_sets: Sequence[Sequence[tuple[int, int]]], b: int, a: Arch, kind: str,
+                   means: dict[int, torch.Tensor] | None = None, stats: SourceStats | None = None,
+                   end_pos: torch.Tensor | None = None) -> dict[int, LayerEdit]:
+    """Edits for C head sets (condition-major rows C*B): `zero`, `mean` ablation or a patch mode per set."""
+    c = len(head_sets)
+    layers = sorted({m for s in head_sets for m, _ in s})
+    edits = {}
+    for m in layers:
+        sel = torch.zeros(c, b, a.n_heads)
+        for i, s in enumerate(head_sets):
+            for layer, h in s:
+                if layer == m:
+                    sel[i, :, h] = 1.0
+        sel = sel.reshape(c * b, a.n_heads)
+        if kind == "zero":
+            edits[m] = LayerEdit(keep=1.0 - sel)
+        elif kind == "mean":
+            edits[m] = LayerEdit(keep=1.0 - sel, add=sel[:, :, None] * means[m][None])
+        else:
+            edits[m] = patch_edit(kind, stats, m, sel, end_pos.repeat(c), a)
+    return edits
+
+
+def run_head_sets(lm: LoadedModel, batch: SentenceBatch, readout: Readout, head_sets, kind: str,
+                  means=None, stats=None, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(proj_delta, logprob_delta) [C, B, E] of editing each head set jointly, chunk sets per forward."""
+    a = arch(lm)
+    clean = clean_run(lm, batch)
+    proj0, logp0 = _metrics(lm, clean.final, readout)
+    projs, logps = [], []
+    for i in range(0, len(head_sets), chunk):
+        sets = head_sets[i: i + chunk]
+        edits = head_set_edits(sets, len(batch), a, kind, means, stats, batch.end_pos)
+        final, _ = run_edited(lm, clean, len(sets), edits, record_mass=False)
+        proj, logp = _metrics(lm, final, readout)
+        projs.append(proj.reshape(len(sets), len(batch), -1) - proj0[None])
+        logps.append(logp.reshape(len(sets), len(batch), -1) - logp0[None])
+    return np.concatenate(projs), np.concatenate(logps)
+
+
+def random_head_sets(a: Arch, size: int, n: int, seed: int, exclude=()) -> list[list[tuple[int, int]]]:
+    """n random sets of `size` distinct heads (excluding `exclude`), seeded; each set sorted."""
+    rng = np.random.default_rng(seed)
+    pool = [(m, h) for m in range(a.n_layers) for h in range(a.n_heads) if (m, h) not in set(exclude)]
+    return [sorted(pool[j] for j in rng.choice(len(pool), size=min(size, len(pool)), replace=False))
+            for _ in range(n)]

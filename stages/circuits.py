@@ -1,0 +1,54 @@
+"""Stage `circuits`: MLP neuron saliency (activation x gradient of the emotion projection) and ablation of the top
+neurons against random neurons; OV and QK token tables of the screening's top heads."""
+
+import time
+from pathlib import Path
+
+from emotion_circuits import EMOTIONS, circuits, cli, head_runs
+from emotion_circuits import heads as H
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet, write_tensors
+from emotion_circuits.models import load_model
+
+DATASET = Path("results/dataset")
+VECTORS = Path("results/vectors")
+SCREENING = Path("results/head_screening")
+OUT = Path("results/circuits")
+METRICS = Path("metrics/circuits.json")
+
+
+def run(params, args) -> None:
+    hp = params.heads
+    sentences = read_parquet(DATASET / "sentences.parquet")
+    emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
+    lexicons = load_lexicons(DATASET / "lexicons.json")
+    lm = load_model(hp.model, use_bridge=False)
+    H.prepare(lm)
+    readout = head_runs.load_readout(VECTORS, lm, lexicons)
+    top = head_runs.top_heads(read_parquet(SCREENING / "summary.parquet"), hp.top_k)
+    heads = sorted({h for hs in top.values() for h in hs})
+    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        out.mkdir()
+        start = time.perf_counter()
+        saliency, top_neurons, neuron_table = head_runs.neuron_experiments(lm, emo, readout, hp, params.seed,
+                                                                           progress=not args.no_progress)
+        layer_dirs = head_runs.layer_directions(VECTORS, lm, "resid_post")
+        ov = circuits.ov_table(lm, heads, {m: layer_dirs[m] for m in range(lm.n_layers)}, EMOTIONS, hp.n_tokens)
+        queries = head_runs.sentence_end_means(lm, emo, hp.batch_size, hp.prepend_bos)
+        lex_ids = dict(zip(EMOTIONS, readout.token_sets))
+        qk_top, qk_lex = circuits.qk_table(lm, heads, queries, lex_ids, hp.n_tokens)
+        write_tensors(out / "neuron_saliency.safetensors", {"saliency": saliency},
+                      {"model": lm.name, "emotions": ",".join(EMOTIONS), "shape": "emotion,layer,neuron"})
+        write_parquet(out / "top_neurons.parquet", top_neurons)
+        write_parquet(out / "neuron_ablation.parquet", neuron_table)
+        write_parquet(out / "effect_samples.parquet", head_runs.neuron_effect_samples(neuron_table))
+        write_parquet(out / "ov_tokens.parquet", ov)
+        write_parquet(out / "qk_tokens.parquet", qk_top)
+        write_parquet(out / "qk_lexicon.parquet", qk_lex)
+        info = {"model": lm.name, "heads": [H.head_label(*h) for h in heads], "n_neurons": hp.n_neurons,
+                "n_random_sets": hp.n_random_sets, "timing": {"total_seconds": round(time.perf_counter() - start, 1)}}
+        write_json(metrics_path, head_runs.circuit_metrics(top_neurons, neuron_table, ov, qk_lex, info))
+
+
+if __name__ == "__main__":
+    cli.main("circuits", __doc__, run)

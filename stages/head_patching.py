@@ -1,0 +1,63 @@
+"""Stage `head_patching`: the top heads per emotion ablated singly and jointly (circuit ablation), and their mean
+emotional output patched into neutral runs (and neutral into emotional) in modes result / v_only / pattern_v,
+each next to random same-size head sets."""
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from emotion_circuits import cli, head_runs
+from emotion_circuits import heads as H
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.errors import ParamsError
+from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.models import load_model
+
+DATASET = Path("results/dataset")
+VECTORS = Path("results/vectors")
+SCREENING = Path("results/head_screening")
+OUT = Path("results/head_patching")
+METRICS = Path("metrics/heads_patching.json")
+
+
+def run(params, args) -> None:
+    hp = params.heads
+    sentences = read_parquet(DATASET / "sentences.parquet")
+    emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
+    neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
+    lm = load_model(hp.model, use_bridge=False)
+    H.prepare(lm)
+    a = H.arch(lm)
+    if hp.patch_heads:
+        chosen = [head_runs.parse_head(h) for h in hp.patch_heads]
+        for m, h in chosen:
+            if not (0 <= m < a.n_layers and 0 <= h < a.n_heads):
+                raise ParamsError(f"heads.patch_heads: L{m}H{h} does not exist in {lm.name} "
+                                            f"({a.n_layers} layers x {a.n_heads} heads)")
+        heads = {e: chosen for e in head_runs.EMOTIONS}
+    else:
+        heads = head_runs.top_heads(read_parquet(SCREENING / "summary.parquet"), hp.top_k)
+    readout = head_runs.load_readout(VECTORS, lm, load_lexicons(DATASET / "lexicons.json"))
+    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        out.mkdir()
+        start = time.perf_counter()
+        means = None
+        if hp.ablation == "mean":
+            both = pd.concat([emo, neutral], ignore_index=True)
+            means = H.mean_head_outputs(lm, [b for b, _ in head_runs.make_batches(lm, both, hp.batch_size,
+                                                                                   hp.prepend_bos)])
+        table = head_runs.patch_experiments(lm, heads, emo, neutral, readout, hp, means, params.seed,
+                                            progress=not args.no_progress)
+        summary = head_runs.patch_summary(table)
+        write_parquet(out / "patching.parquet", table)
+        write_parquet(out / "summary.parquet", summary)
+        write_parquet(out / "effect_samples.parquet", head_runs.patch_effect_samples(table))
+        info = {"model": lm.name, "ablation": hp.ablation, "patch_modes": list(hp.patch_modes),
+                "n_random_sets": hp.n_random_sets,
+                "timing": {"total_seconds": round(time.perf_counter() - start, 1)}}
+        write_json(metrics_path, head_runs.patch_metrics(summary, heads, info))
+
+
+if __name__ == "__main__":
+    cli.main("head_patching", __doc__, run)

@@ -1,0 +1,85 @@
+"""Stage `head_screening`: ablate every attention head (batched, exact) and rank heads per emotion by the change
+of the final residual's emotion projection, lexicon log-probabilities and attention on emotion words."""
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from emotion_circuits import cli, head_runs
+from emotion_circuits import heads as H
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.errors import ParamsError
+from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.models import load_model
+
+DATASET = Path("results/dataset")
+VECTORS = Path("results/vectors")
+OUT = Path("results/head_screening")
+METRICS = Path("metrics/heads.json")
+PLOTS = Path("metrics/plots/heads")
+
+
+def run(params, args) -> None:
+    hp = params.heads
+    sentences = read_parquet(DATASET / "sentences.parquet")
+    emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
+    lm = load_model(hp.model, use_bridge=False)  # plain HF: the engine edits heads inside its attention function
+    if not lm.causal:
+        raise ParamsError(f"heads.model {hp.model!r} is an encoder; head screening needs a causal model")
+    H.prepare(lm)
+    readout = head_runs.load_readout(VECTORS, lm, load_lexicons(DATASET / "lexicons.json"))
+    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+        out.mkdir()
+        plots.mkdir()
+        start = time.perf_counter()
+        means = None
+        if hp.ablation == "mean":
+            neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
+            both = pd.concat([emo, neutral], ignore_index=True)
+            means = H.mean_head_outputs(lm, [b for b, _ in head_runs.make_batches(lm, both, hp.batch_size,
+                                                                                   hp.prepend_bos)])
+        table = head_runs.screen(lm, emo, readout, hp.ablation, hp.batch_size, hp.prepend_bos, means,
+                                 progress=not args.no_progress)
+        screen_seconds = time.perf_counter() - start
+        summary = head_runs.screen_summary(table)
+        attribution, agreement, attr_seconds = None, {}, 0.0
+        if hp.attribution:
+            t0 = time.perf_counter()
+            full = head_runs.select_sentences(sentences, "all", hp.attribution_sentences, params.seed)
+            attribution = head_runs.attribution_screen(lm, full, readout, hp.ablation, hp.batch_size,
+                                                       hp.prepend_bos, means, progress=not args.no_progress)
+            attr_seconds = time.perf_counter() - t0
+            agreement = {"n_sentences": len(full), "seconds": round(attr_seconds, 1),
+                         "per_emotion": head_runs.attribution_agreement(summary, attribution, max(hp.top_k, 1))}
+        top = head_runs.top_heads(summary, hp.evaluate_top_n) if hp.evaluate_top_n else {}
+        evaluators = _evaluators(hp, sentences, params.seed) if top else []
+        evaluation = head_runs.evaluate_heads(lm, top, emo, evaluators, hp.n_generate, hp.max_new_tokens,
+                                              hp.prepend_bos)
+        write_parquet(out / "screening.parquet", table)
+        write_parquet(out / "summary.parquet", summary)
+        if attribution is not None:
+            write_parquet(out / "attribution.parquet", attribution)
+        write_parquet(out / "generation.parquet", evaluation)
+        write_parquet(out / "effect_samples.parquet", head_runs.screen_effect_samples(table, hp.ablation))
+        write_parquet(out / "sentences.parquet", emo[["id", "emotion", "split"]])
+        head_runs.heatmaps(summary, lm.n_layers, H.arch(lm).n_heads, plots)
+        a = H.arch(lm)
+        info = {"model": lm.name, "ablation": hp.ablation, "n_heads": a.n_layers * a.n_heads,
+                "n_kv_heads_per_layer": a.n_kv_heads, "n_sentences": {e: int((emo["emotion"] == e).sum())
+                                                                     for e in sorted(set(emo["emotion"]))},
+                "readout": f"blocks.{lm.n_layers - 1}.hook_resid_post emotion vectors (sentence_end), unit norm",
+                "attribution": {k: v for k, v in agreement.items() if k != "seconds"},
+                "timing": {"screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
+                           "total_seconds": round(time.perf_counter() - start, 1)}}
+        write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info))
+
+
+def _evaluators(hp, sentences, seed):
+    from emotion_circuits.evaluation import build_evaluators
+
+    return build_evaluators(hp.evaluators, load_lexicons(DATASET / "lexicons.json"), sentences, seed)
+
+
+if __name__ == "__main__":
+    cli.main("head_screening", __doc__, run)

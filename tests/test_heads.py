@@ -1,0 +1,196 @@
+"""Head screening, patching, neurons and OV/QK circuits on tiny in-process models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from emotion_circuits import circuits, head_runs, neurons
+from emotion_circuits import heads as H
+from emotion_circuits.errors import ParamsError
+from emotion_circuits.hooks import layer_list
+from emotion_circuits.models import load_model
+from emotion_circuits.params import HeadParams
+
+TEXTS = ["I am so grateful for your help today.", "This is outrageous, I am furious!", "Sorry about that, my bad.",
+         "Thanks a lot, truly.", "The meeting is at noon on Tuesday."]
+WORDS = [["grateful"], ["furious"], ["Sorry"], ["Thanks"], []]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    lm = load_model("tiny-llama", use_bridge=False)
+    H.prepare(lm)
+    return lm
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    lm = load_model("tiny-gpt2", use_bridge=False)
+    H.prepare(lm)
+    return lm
+
+
+def readout_for(lm, seed=0) -> H.Readout:
+    dirs = np.random.default_rng(seed).standard_normal((3, lm.d_model)).astype(np.float32)
+    return H.Readout(dirs / np.linalg.norm(dirs, axis=1, keepdims=True), [[5, 6], [7], [8, 9]])
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_engine_reproduces_the_plain_model(name, request):
+    lm = request.getfixturevalue(name)
+    plain = load_model(f"tiny-{name}", use_bridge=False)  # default (sdpa) attention, no engine
+    batch = H.make_batch(lm, TEXTS, WORDS)
+    with torch.inference_mode():
+        hidden = plain.hf_model(input_ids=batch.ids, attention_mask=batch.mask, output_hidden_states=True)
+    logp = torch.log_softmax(hidden.logits[torch.arange(len(TEXTS)), batch.end_pos].float(), -1)
+    run = H.clean_run(lm, batch)
+    got = H.final_logprobs(lm, run.final, [[5], [7]])
+    assert torch.allclose(got[:, 0], logp[:, 5], atol=1e-4) and torch.allclose(got[:, 1], logp[:, 7], atol=1e-4)
+
+
+@pytest.mark.parametrize("name,ablation", [("llama", "zero"), ("gpt2", "zero"), ("llama", "mean")])
+def test_batched_screening_equals_one_forward_per_head(name, ablation, request):
+    lm = request.getfixturevalue(name)
+    batch = H.make_batch(lm, TEXTS, WORDS)
+    readout = readout_for(lm)
+    means = H.mean_head_outputs(lm, [batch]) if ablation == "mean" else None
+    out = H.screen_batch(lm, batch, readout, ablation, means)
+    a = H.arch(lm)
+    assert out["proj_delta"].shape == (a.n_layers, a.n_heads, len(TEXTS), 3)
+    for layer, head in [(0, 0), (1, 3), (a.n_layers - 1, 1)]:
+        one = H.screen_one_by_one(lm, batch, readout, layer, head, ablation, means)
+        np.testing.assert_allclose(out["proj_delta"][layer, head], one, atol=1e-5)
+    assert np.abs(out["proj_delta"]).max() > 1e-4  # ablation does something
+    mass = out["mass_clean"]
+    assert ((mass > 0) & (mass <= 1 + 1e-6)).all()
+
+
+def test_planted_head_ranks_first():
+    lm = load_model("tiny-llama", use_bridge=False, seed=3)
+    H.prepare(lm)
+    a = H.arch(lm)
+    layer, head = 1, 2
+    batch = H.make_batch(lm, TEXTS, WORDS)
+    readout = readout_for(lm, seed=1)
+    u = torch.as_tensor(readout.directions[0])
+    z = H.clean_run(lm, batch).ctl.z_final[layer][:, head].mean(0)
+    o_proj = layer_list(lm.hf_model)[layer].self_attn.o_proj
+    with torch.no_grad():  # head (1, 2) now writes (z . z_mean) * 5 along the gratitude readout direction
+        o_proj.weight[:, head * a.d_head:(head + 1) * a.d_head] = 5.0 * torch.outer(u, z / z.norm())
+    df = pd.DataFrame({"id": [f"s{i}" for i in range(len(TEXTS))], "text": TEXTS, "emotion": "gratitude",
+                       "emotion_words": WORDS})
+    table = head_runs.screen(lm, df, readout, "zero", batch_size=2, prepend_bos=True, progress=False)
+    summary = head_runs.screen_summary(table)
+    best = head_runs.top_heads(summary, 1)["gratitude"]
+    assert best == [(layer, head)]
+    s = summary[(summary["metric"] == "proj_delta") & (summary["emotion"] == "gratitude")]
+    assert s["rank"].min() == 1 and len(s) == a.n_layers * a.n_heads
+
+
+def test_ablating_all_heads_equals_the_model_without_attention(llama):
+    a = H.arch(llama)
+    batch = H.make_batch(llama, TEXTS, WORDS)
+    readout = readout_for(llama)
+    everything = [[(m, h) for m in range(a.n_layers) for h in range(a.n_heads)]]
+    proj, _ = H.run_head_sets(llama, batch, readout, everything, "zero")
+    clean = H.clean_run(llama, batch)
+    proj0, _ = H._metrics(llama, clean.final, readout)
+    layers = layer_list(llama.hf_model)
+    handles = [layer.self_attn.register_forward_hook(lambda mod, args, out: (torch.zeros_like(out[0]), *out[1:]))
+               for layer in layers]
+    try:
+        no_attn = H.clean_run(llama, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    expected, _ = H._metrics(llama, no_attn.final, readout)
+    np.testing.assert_allclose(proj[0] + proj0, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", H.PATCH_MODES)
+def test_patching_a_heads_own_output_back_is_the_identity(llama, mode):
+    readout = readout_for(llama)
+    sets = [[(0, 1)], [(1, 0), (1, 3)], [(2, 2)]]
+    for i in range(3):
+        one = H.make_batch(llama, TEXTS[i:i + 1], WORDS[i:i + 1])
+        stats = H.source_stats(llama, [one])
+        proj, logp = H.run_head_sets(llama, one, readout, sets, mode, stats=stats)
+        assert np.abs(proj).max() < 1e-5 and np.abs(logp).max() < 1e-5
+    other = H.source_stats(llama, [H.make_batch(llama, TEXTS[3:], WORDS[3:])])
+    proj, _ = H.run_head_sets(llama, H.make_batch(llama, TEXTS[:1], WORDS[:1]), readout, sets, mode, stats=other)
+    assert np.abs(proj).max() > 1e-5
+
+
+def test_gqa_weights_match_the_bridge_and_value_patches_are_per_query_head():
+    lm = load_model("tiny-llama")  # with bridge
+    a = H.arch(lm)
+    assert a.n_kv_heads < a.n_heads
+    for layer in range(a.n_layers):
+        ours = circuits.head_weights(lm, layer)
+        theirs = circuits.bridge_weights(lm.bridge, layer, a.n_heads)
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            assert ours[name].shape == theirs[name].shape
+            torch.testing.assert_close(ours[name], theirs[name])
+    # query heads 0 and 1 share KV head 0: patching the values of head 0 alone differs from patching both
+    plain = load_model("tiny-llama", use_bridge=False)
+    H.prepare(plain)
+    readout = readout_for(plain)
+    stats = H.source_stats(plain, [H.make_batch(plain, TEXTS[3:], WORDS[3:])])
+    batch = H.make_batch(plain, TEXTS[:2], WORDS[:2])
+    proj, _ = H.run_head_sets(plain, batch, readout, [[(1, 0)], [(1, 1)], [(1, 0), (1, 1)]], "v_only", stats=stats)
+    assert not np.allclose(proj[0], proj[2], atol=1e-6) and not np.allclose(proj[0], proj[1], atol=1e-6)
+
+
+def test_ov_and_qk_tables(llama):
+    heads = [(1, 0), (2, 3)]
+    dirs = {m: readout_for(llama, m).directions for m in range(llama.n_layers)}
+    ov = circuits.ov_table(llama, heads, dirs, ["gratitude", "anger", "apology"], 4)
+    assert len(ov) == 2 * 3 * 2 * 4 and set(ov["side"]) == {"top", "bottom"}
+    top = ov[ov["side"] == "top"].groupby(["head_label", "emotion"])["score"]
+    assert (top.apply(lambda s: s.is_monotonic_decreasing)).all()
+    queries = {(e, m): np.ones(llama.d_model, np.float32) for e in ("gratitude",) for m in range(3)}
+    qk_top, qk_lex = circuits.qk_table(llama, heads, queries, {"gratitude": [70, 71, 72]}, 3)
+    assert len(qk_top) == 2 * 3 and len(qk_lex) == 2 and qk_lex["lexicon_percentile"].between(0, 1).all()
+
+
+def test_neuron_saliency_predicts_single_neuron_ablation(llama):
+    batch = H.make_batch(llama, TEXTS[:2], WORDS[:2])
+    readout = readout_for(llama)
+    dirs = readout.directions[[0, 0]]
+    sal = neurons.saliency(llama, batch, dirs)
+    assert sal.shape == (2, llama.n_layers, neurons.d_mlp(llama)) and np.isfinite(sal).all()
+    mean = sal.mean(0)
+    top = neurons.top_neurons(mean, 1)[0]
+    proj, _ = neurons.run_neuron_sets(llama, batch, readout, [[top]])
+    # zeroing a neuron changes the projection by about -saliency (first order)
+    np.testing.assert_allclose(proj[0, :, 0], -sal[:, top[0], top[1]], rtol=0.3, atol=1e-4)
+    rnd = neurons.random_neuron_sets(llama.n_layers, neurons.d_mlp(llama), 3, 2, 0, [top])
+    assert all(len(s) == 3 and top not in s for s in rnd)
+
+
+def test_bad_params_are_one_clear_error():
+    with pytest.raises(ParamsError, match="ablation"):
+        HeadParams(ablation="resample")
+    with pytest.raises(ParamsError, match="patch_modes"):
+        HeadParams(patch_modes=("q_only",))
+    with pytest.raises(ParamsError, match="L3H5"):
+        HeadParams(patch_heads=("3.5",))
+    with pytest.raises(ParamsError, match="n_sentences"):
+        HeadParams(n_sentences=-1)
+    with pytest.raises(ParamsError):
+        head_runs.parse_head("head7")
+
+
+def test_attribution_screen_tracks_exact_ablation(llama):
+    from scipy.stats import spearmanr
+
+    batch = H.make_batch(llama, TEXTS, WORDS)
+    readout = readout_for(llama)
+    own = np.array([0, 1, 2, 0, 1])
+    exact = H.screen_batch(llama, batch, readout)["proj_delta"][:, :, np.arange(len(TEXTS)), own]
+    approx = H.attribution_batch(llama, batch, readout.directions[own])
+    assert approx.shape == exact.shape
+    assert spearmanr(approx.ravel(), exact.ravel()).statistic > 0.9

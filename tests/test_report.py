@@ -1,0 +1,190 @@
+"""The report: verdicts follow the numbers, every number cites the metrics key it came from, the HTML is
+self-contained, the output is deterministic, and the stage fails cleanly without its inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from emotion_circuits import report as R
+from emotion_circuits import stats as S
+
+from .conftest import ROOT, run_module
+
+NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
+KEY = re.compile(r'\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _formats(value) -> set[str]:
+    out = set()
+    for kind in R.KINDS:
+        try:
+            out.add(R.format_value(value, kind))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def check_traceable(root: Path) -> int:
+    """Every paragraph of results/report/index.md (up to the reproducibility footer) that shows a number cites a
+    footnote; every number it shows is one of the footnote's values; every footnote value is what the cited
+    metrics key holds, formatted. Returns the number of numbers checked."""
+    md = (root / "results/report/index.md").read_text(encoding="utf-8")
+    body, _, sources = md.partition("## Number sources")
+    body = body.split("## Reproducibility")[0]
+    notes = {int(n): text for n, text in re.findall(r"^\[\^(\d+)\]: (.*)$", sources, re.M)}
+    checked = 0
+    for para in body.split("\n\n"):
+        para = para.strip()
+        if not para or para.startswith(("#", "![")):
+            continue
+        refs = re.findall(r" \[\^(\d+)\]$", para)
+        text = re.sub(r" \[\^\d+\]$", "", para)
+        numbers = NUM.findall(text)
+        if not numbers:
+            continue
+        assert refs, f"numbers without a source: {para}"
+        entries = re.findall(r"`([^`]*)` <- `([^`]+)` `([^`]+)`", notes[int(refs[0])])
+        assert entries, notes[int(refs[0])]
+        shown = {n for value, _, _ in entries for n in NUM.findall(value)}
+        assert set(numbers) <= shown, f"untraceable {set(numbers) - shown} in: {para}"
+        for value, file, path in entries:
+            keys = [json.loads(k) for k in KEY.findall(path)]
+            data = json.loads((root / file).read_text(encoding="utf-8"))
+            for k in keys[:-1]:
+                data = data[k]
+            assert keys[-1] in data, f"{file} {path} does not exist"
+            if value != keys[-1]:  # a name shown as the key itself
+                assert value in _formats(data[keys[-1]]), (value, file, path)
+        checked += len(numbers)
+    return checked
+
+
+def _effect(d, low, high, p_adj, significant, **extra):
+    return {"effect": "anger/blocks.3.hook_resid_pre/alpha=2/p_anger", "emotion": "anger", "metric": "p_anger",
+            "test": "two_sample_vs_null", "n": 12, "n_null": 120, "mean": 0.2, "null_mean": 0.01, "diff": 0.19,
+            "diff_ci_low": 0.1, "diff_ci_high": 0.3, "d": d, "d_ci_low": low, "d_ci_high": high, "g": d * 0.98,
+            "d_vs_0": 1.0, "null_d_vs_0": 0.05, "p": p_adj / 3, "p_adj": p_adj, "significant": significant,
+            "mde_d": 0.9, "layer": 3, "alpha": 2.0, "power_d0.5": 0.4, **extra}
+
+
+def _metrics() -> dict:
+    strong = _effect(1.234, 0.91, 1.52, 0.0004, True)
+    weak = {**_effect(0.1, -0.3, 0.5, 0.8, False), "effect": "gratitude/blocks.3.hook_resid_pre/alpha=2/p_gratitude",
+            "emotion": "gratitude", "metric": "p_gratitude"}
+    stats = {"settings": {"ci_level": 0.95, "fdr_alpha": 0.05, "n_boot": 2000, "n_perm": 2000},
+             "families": {"steering_sweep": {"n_effects": 2, "n_vs_null": 2, "n_vs_0": 0, "n_significant": 1,
+                                             "min_p_adj": 0.0004, "median_n": 12.0, "median_mde_d": 0.9}},
+             "headline": {"steering_sweep": {"anger": strong, "gratitude": weak},
+                          "head_patching": {"anger": {**strong, "test": "one_sample_vs_0", "layer": None,
+                                                      "alpha": None}}},
+             "power": {"power": 0.8, "alpha": 0.05, "n_per_group_two_sample": {"d=0.2": 394, "d=0.5": 64},
+                       "n_one_sample": {"d=0.2": 199, "d=0.5": 34}},
+             "alignment_k": {"pairs": {"m1->m2": {
+                 "a": "m1", "b": "m2", "self_pair": False, "k_selected": 5, "n_layer_pairs": 3,
+                 "n_layer_pairs_selecting": 2, "max_excess": 0.05,
+                 "by_k": {"k=2": {"n_layer_pairs_supported": 0}, "k=5": {"n_layer_pairs_supported": 2}}}}}}
+    return {R.STATS: stats, R.DATASET: {"counts": {"anger": {"fit": 30, "test": 10}}, "n_rows": 40,
+                                        "n_steering_prompts": 12, "n_real_world": 4}}
+
+
+def _write(root: Path, metrics: dict, figures: dict | None = None) -> None:
+    for file, data in metrics.items():
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (root / file).write_text(json.dumps(data), encoding="utf-8")
+    doc = R.build(metrics, figures or {}, ("lock", "{}"), "python")
+    R.write(doc, figures or {}, root / "results/report")
+
+
+def test_verdicts_follow_the_numbers_and_every_number_is_traceable(tmp_path):
+    _write(tmp_path, _metrics())
+    md = (tmp_path / "results/report/index.md").read_text()
+    anger = next(p for p in md.split("\n\n") if p.startswith("**anger** (steering sweep"))
+    assert "d = 1.23 [0.91, 1.52]" in anger and "p_adj < 0.001" in anger
+    assert "Verdict: an effect beyond its null" in anger and "layer 3, alpha 2" in anger
+    gratitude = next(p for p in md.split("\n\n") if p.startswith("**gratitude**"))
+    assert "Verdict: no evidence of an effect beyond its null" in gratitude and "|d| >= 0.90" in gratitude
+    assert "## Effects: head_patching" in md and "against zero (no matching null)" in md
+    assert "a shared subspace of dimension k = 5" in md
+    assert "394 per group (two-sample) or 199 (one-sample) for d = 0.2" in md
+    assert check_traceable(tmp_path) > 40
+
+
+def test_a_changed_metric_changes_the_verdict(tmp_path):
+    m = _metrics()
+    m[R.STATS]["headline"]["steering_sweep"]["anger"].update(p_adj=0.2, significant=False)
+    m[R.STATS]["alignment_k"]["pairs"]["m1->m2"].update(k_selected=-1, n_layer_pairs_selecting=0)
+    _write(tmp_path, m)
+    md = (tmp_path / "results/report/index.md").read_text()
+    assert "**Verdict: suggestive only**" in md and "p_adj = 0.200" in md
+    assert "no subspace dimension is supported" in md
+    check_traceable(tmp_path)
+
+
+def test_a_number_without_its_source_is_caught(tmp_path):
+    _write(tmp_path, _metrics())
+    path = tmp_path / "results/report/index.md"
+    path.write_text(path.read_text().replace("d = 1.23 [0.91", "d = 1.25 [0.91"))
+    try:
+        check_traceable(tmp_path)
+    except AssertionError as exc:
+        assert "1.25" in str(exc)
+    else:
+        raise AssertionError("a number that is not in the metrics passed the traceability check")
+
+
+def test_html_is_self_contained_and_output_is_deterministic(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = tmp_path / "plots" / "ksweep.png"
+    png.parent.mkdir()
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(3))
+    fig.savefig(png, metadata={"Software": None})
+    figures = {"alignment__ksweep.png": png}
+    _write(tmp_path / "a", _metrics(), figures)
+    _write(tmp_path / "b", _metrics(), figures)
+    a, b = tmp_path / "a/results/report", tmp_path / "b/results/report"
+    html = (a / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 and "src=\"http" not in html and "<link" not in html
+    assert (a / "figures/alignment__ksweep.png").read_bytes() == png.read_bytes()
+    assert "](figures/alignment__ksweep.png)" in (a / "index.md").read_text()
+    for name in ("index.md", "index.html"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_upstream_stages_and_footer_come_from_dvc_yaml_and_lock(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  a:\n    cmd: a\n    outs: [results/a, {metrics/a.json: {cache: false}}]\n"
+        "  b:\n    cmd: b\n    deps: [results/a/x.parquet]\n    outs: [results/b]\n"
+        "  c:\n    cmd: c\n    outs: [results/c]\n"
+        "  report:\n    cmd: r\n    deps: [results/b/plots]\n    outs: [results/report]\n")
+    assert R.upstream_stages(tmp_path / "dvc.yaml", "report") == ["a", "b"]
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  a:\n    cmd: a\n    params:\n      params.yaml:\n        seed: 0\n"
+        "    outs:\n    - path: results/a\n      md5: abc.dir\n    - path: metrics/a.json\n      md5: fff\n"
+        "  report:\n    cmd: r\n    outs:\n    - path: results/report\n      md5: zzz.dir\n")
+    lock, params = R.reproducibility(tmp_path / "dvc.lock", tmp_path / "dvc.yaml", "report")
+    assert "abc.dir  results/a" in lock and "fff" not in lock and "zzz" not in lock  # no metrics, not itself
+    assert "b: not in dvc.lock" in lock and "seed: 0" in params
+
+
+def test_stage_without_statistics_fails_with_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text("stages:\n  report:\n    cmd: x\n    deps: [metrics/statistics.json]\n")
+    out = run_module("stages.report", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: metrics/statistics.json not found")
+    assert not (tmp_path / "results/report").exists()
+
+
+def test_statistics_stage_without_inputs_fails_with_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = run_module("stages.statistics", cwd=tmp_path)
+    assert out.returncode == 2 and "not found: run `dvc repro steering_sweep` first" in out.stderr
+    assert not (tmp_path / "results/statistics").exists() and S.SAMPLE_COLUMNS
