@@ -4,7 +4,7 @@ The workload mixes prompts x alphas x layers x directions in every batch (256 co
 loop runs a sample of the same conditions one at a time; the speed-up compares per-condition time, and the
 script checks that the sampled outputs are token-identical.
 Usage (from the repo root): python benchmarks/steering.py [--model smollm2-135m] [--conditions 256] [--naive 24]
-[--tokens 30] [--device cpu|cuda|auto] [--dtype float32|bfloat16|auto]
+[--tokens 30] [--device cpu|cuda|auto] [--dtype float32|bfloat16|auto] [--layout grid|mixed]
 """
 
 from __future__ import annotations
@@ -22,11 +22,22 @@ from activations import block_params, matmul_peak  # noqa: E402  (benchmarks/ is
 PROMPTS = "data/steering_prompts.jsonl"
 
 
-def workload(lm, n: int, prompts: list[str]) -> list[Condition]:
-    """n conditions: prompts x 3 layers x 5 alphas x 8 equal-norm directions, mixed in every batch."""
+def workload(lm, n: int, prompts: list[str], layout: str = "grid") -> list[Condition]:
+    """n conditions mixed in every batch.
+
+    grid: the sweep's shape, prompts x 4 alphas x 2 layers x 4 equal-norm directions (n / 32 prompts, each
+    steered 32 ways); mixed: every condition draws its own prompt (n / 4 prompts), layer, alpha and direction, so
+    prompts repeat only 4 times and sharing their unsteered prefixes helps little.
+    """
     ref = np.random.default_rng(0).standard_normal(lm.d_model).astype(np.float32) * 4
     dirs = random_directions(ref, 8, seed=1)
     layers = [lm.n_layers // 4, lm.n_layers // 2, 3 * lm.n_layers // 4]
+    if layout == "grid":
+        grid = [(L, a, d) for L in layers[1:] for a in (-2.0, -1.0, 1.0, 2.0) for d in range(4)]
+        conds = [Condition(prompts[i // len(grid) % len(prompts)], grid[i % len(grid)][0], grid[i % len(grid)][1],
+                           dirs[grid[i % len(grid)][2]], Window("last", 3)) for i in range(n)]
+        order = np.random.default_rng(3).permutation(n)  # grid points and prompts interleaved across batches
+        return [conds[i] for i in order]
     rng = np.random.default_rng(2)
     return [Condition(prompts[i % len(prompts)], int(rng.choice(layers)), float(rng.choice([-2, -1, 0.5, 1, 2])),
                       dirs[i % len(dirs)], Window("last", 3)) for i in range(n)]
@@ -39,7 +50,8 @@ def sync(lm) -> None:
 
 def run(lm, conds: list[Condition], tokens: int, batch_size: int, naive_n: int, peak: float) -> dict:
     """Time the engine on all conditions and the naive loop on an even sample; check token identity."""
-    generate(lm, conds[:4], 4)  # warm-up
+    generate(lm, conds[:batch_size], 2)  # warm-up at full batch width (GPU kernels and allocator, CPU caches)
+    generate(lm, conds[:1], 2)
     sync(lm)
     start = time.perf_counter()
     batched = generate(lm, conds, tokens, batch_size)
@@ -81,15 +93,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--layout", choices=("grid", "mixed"), default="grid",
+                        help="grid: prompts x alphas x layers x directions (the sweep's shape); mixed: 4 per prompt")
     args = parser.parse_args()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     lm = load_model(args.model, device=device, dtype=dtype, use_bridge=False)
     prompts = pd.read_json(PROMPTS, lines=True)["text"].tolist()
     peak = matmul_peak(device=device, dtype=getattr(torch, dtype))
-    conds = workload(lm, args.conditions, prompts)
+    conds = workload(lm, args.conditions, prompts, args.layout)
     r = run(lm, conds, args.tokens, args.batch_size, args.naive, peak)
-    report(r, f"{args.model} on {device}", len(conds), args.tokens, args.batch_size, peak,
+    report(r, f"{args.model} on {device}, {args.layout} workload", len(conds), args.tokens, args.batch_size, peak,
            f"{dtype}, {torch.get_num_threads()} threads" if device == "cpu" else dtype)
 
 
