@@ -76,32 +76,37 @@ def _token(tokenizer, i: int) -> str:
     return tokenizer.decode([int(i)])
 
 
+def _heads_by_layer(lm: LoadedModel, heads: Sequence[tuple[int, int]]):
+    """(layer, head, weights, normed embeddings, input norm) per head, each layer's weights built once."""
+    for layer in sorted({m for m, _ in heads}):
+        w = head_weights(lm, layer)
+        emb = normed_embeddings(lm, layer)
+        norm = _input_norm(layer_list(lm.hf_model)[layer])
+        for m, h in heads:
+            if m == layer:
+                yield layer, h, w, emb, norm
+
+
 def ov_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], directions: dict[int, np.ndarray],
              emotions: Sequence[str], n_tokens: int) -> pd.DataFrame:
     """Per head and emotion: the tokens the head's OV circuit writes most into (and most against) the emotion's
     unit direction at the head's layer output, plus `ov_gain`: how strongly the head copies the emotion direction
     of its input ((norm(u_in) W_V W_O) . u_out)."""
     rows = []
-    for layer in sorted({m for m, _ in heads}):
-        w = head_weights(lm, layer)
-        emb = normed_embeddings(lm, layer)
-        norm = _input_norm(layer_list(lm.hf_model)[layer])
-        for m, h in heads:
-            if m != layer:
-                continue
-            for j, emotion in enumerate(emotions):
-                u_out = torch.as_tensor(directions[layer][j], dtype=torch.float32)
-                read = w["W_V"][h] @ (w["W_O"][h] @ u_out)  # [d]: input direction written into u_out
-                with torch.inference_mode():
-                    u_in = norm(u_out[None])[0].float()
-                gain = float(u_in @ read)
-                scores = (emb @ read).numpy()
-                order = np.lexsort((np.arange(len(scores)), -scores))
-                for side, ids in (("top", order[:n_tokens]), ("bottom", order[::-1][:n_tokens])):
-                    for rank, t in enumerate(ids):
-                        rows.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
-                                     "side": side, "rank": rank + 1, "token_id": int(t),
-                                     "token": _token(lm.tokenizer, t), "score": float(scores[t]), "ov_gain": gain})
+    for m, h, w, emb, norm in _heads_by_layer(lm, heads):
+        for j, emotion in enumerate(emotions):
+            u_out = torch.as_tensor(directions[m][j], dtype=torch.float32)
+            read = w["W_V"][h] @ (w["W_O"][h] @ u_out)  # [d]: input direction written into u_out
+            with torch.inference_mode():
+                u_in = norm(u_out[None])[0].float()
+            gain = float(u_in @ read)
+            scores = (emb @ read).numpy()
+            order = np.lexsort((np.arange(len(scores)), -scores))
+            for side, ids in (("top", order[:n_tokens]), ("bottom", order[::-1][:n_tokens])):
+                for rank, t in enumerate(ids):
+                    rows.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                                 "side": side, "rank": rank + 1, "token_id": int(t),
+                                 "token": _token(lm.tokenizer, t), "score": float(scores[t]), "ov_gain": gain})
     return pd.DataFrame(rows)
 
 
@@ -112,28 +117,22 @@ def qk_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], queries: dict[tu
     the emotion's lexicon tokens vs the vocabulary mean, as a z-score and percentile rank)."""
     a = H.arch(lm)
     top, summary = [], []
-    for layer in sorted({m for m, _ in heads}):
-        w = head_weights(lm, layer)
-        emb = normed_embeddings(lm, layer)
-        norm = _input_norm(layer_list(lm.hf_model)[layer])
-        for m, h in heads:
-            if m != layer:
-                continue
-            for emotion, ids in lexicon_ids.items():
-                with torch.inference_mode():
-                    q = norm(torch.as_tensor(queries[(emotion, layer)], dtype=torch.float32)[None])[0].float()
-                qv = (q @ w["W_Q"][h]) / np.sqrt(a.d_head)
-                scores = (emb @ (w["W_K"][h] @ qv)).numpy()
-                order = np.lexsort((np.arange(len(scores)), -scores))
-                for rank, t in enumerate(order[:n_tokens]):
-                    top.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
-                                "rank": rank + 1, "token_id": int(t), "token": _token(lm.tokenizer, t),
-                                "score": float(scores[t])})
-                lex = scores[ids]
-                percentile = float(np.mean([np.mean(scores < s) for s in lex]))
-                summary.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
-                                "lexicon_mean": float(lex.mean()), "vocab_mean": float(scores.mean()),
-                                "vocab_std": float(scores.std()),
-                                "lexicon_z": float((lex.mean() - scores.mean()) / max(scores.std(), 1e-12)),
-                                "lexicon_percentile": percentile, "n_lexicon_tokens": len(ids)})
+    for m, h, w, emb, norm in _heads_by_layer(lm, heads):
+        for emotion, ids in lexicon_ids.items():
+            with torch.inference_mode():
+                q = norm(torch.as_tensor(queries[(emotion, m)], dtype=torch.float32)[None])[0].float()
+            qv = (q @ w["W_Q"][h]) / np.sqrt(a.d_head)
+            scores = (emb @ (w["W_K"][h] @ qv)).numpy()
+            order = np.lexsort((np.arange(len(scores)), -scores))
+            for rank, t in enumerate(order[:n_tokens]):
+                top.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                            "rank": rank + 1, "token_id": int(t), "token": _token(lm.tokenizer, t),
+                            "score": float(scores[t])})
+            lex = scores[ids]
+            percentile = float(np.mean([np.mean(scores < s) for s in lex]))
+            summary.append({"layer": m, "head": h, "head_label": H.head_label(m, h), "emotion": emotion,
+                            "lexicon_mean": float(lex.mean()), "vocab_mean": float(scores.mean()),
+                            "vocab_std": float(scores.std()),
+                            "lexicon_z": float((lex.mean() - scores.mean()) / max(scores.std(), 1e-12)),
+                            "lexicon_percentile": percentile, "n_lexicon_tokens": len(ids)})
     return pd.DataFrame(top), pd.DataFrame(summary)

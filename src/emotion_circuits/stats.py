@@ -332,6 +332,23 @@ def _samples(family: str, effect: str, emotion: str, metric: str, group: str, un
                          "unit": np.asarray(units, dtype=np.int64), "value": np.asarray(values, dtype=float)})
 
 
+def _metric_samples(family: str, effect_id, emotion: str, metric_families: Sequence[str], g: pd.DataFrame,
+                    null: pd.DataFrame | None, prompt_unit: dict) -> list[pd.DataFrame]:
+    """Effect rows (and their null rows) for the emotion's own metric in each metric family present in `g`."""
+    parts = []
+    for fam in metric_families:
+        metric = _own_metric(emotion, fam)
+        col = f"effect_{metric}"
+        if col not in g:
+            continue
+        effect = effect_id(metric)
+        parts.append(_samples(family, effect, emotion, metric, "effect", g["prompt_id"].map(prompt_unit), g[col]))
+        if null is not None and len(null):
+            parts.append(_samples(family, effect, emotion, metric, "null", null["prompt_id"].map(prompt_unit),
+                                  null[col]))
+    return parts
+
+
 def sweep_effect_samples(table: pd.DataFrame, metric_families: Sequence[str],
                          family: str = "steering_sweep") -> pd.DataFrame:
     """results/steering_sweep/generations.parquet -> effect_samples.
@@ -348,16 +365,9 @@ def sweep_effect_samples(table: pd.DataFrame, metric_families: Sequence[str],
         r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]
         if len(r):
             g = g[g["prompt_id"].isin(set(r["prompt_id"]))]
-        for fam in metric_families:
-            metric = _own_metric(emotion, fam)
-            col = f"effect_{metric}"
-            if col not in g:
-                continue
-            effect = f"{emotion}/blocks.{int(layer)}.hook_resid_pre/alpha={float(alpha):g}/{metric}"
-            parts.append(_samples(family, effect, emotion, metric, "effect", g["prompt_id"].map(prompt_unit), g[col]))
-            if len(r):
-                parts.append(_samples(family, effect, emotion, metric, "null", r["prompt_id"].map(prompt_unit),
-                                      r[col]))
+        prefix = f"{emotion}/blocks.{int(layer)}.hook_resid_pre/alpha={float(alpha):g}"
+        parts += _metric_samples(family, lambda m: f"{prefix}/{m}", emotion, metric_families, g,
+                                 r if len(r) else None, prompt_unit)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SAMPLE_COLUMNS))
 
 
@@ -383,17 +393,9 @@ def single_effect_samples(table: pd.DataFrame, metric_families: Sequence[str],
         r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]
         use_null = kind == "emotion" and prompt_set == "neutral" and variant in MATCHED_VARIANTS and len(r) > 0
         label = f"{source}->{emotion}" if kind == "swap" else emotion
-        for fam in metric_families:
-            metric = _own_metric(emotion, fam)
-            col = f"effect_{metric}"
-            if col not in g:
-                continue
-            effect = f"{label}/blocks.{int(layer)}.hook_resid_pre/alpha={float(alpha):g}/{prompt_set}/{variant}/{metric}"
-            parts.append(_samples(family, effect, emotion, metric, "effect", g["prompt_id"].map(prompt_unit), g[col]))
-            if use_null:
-                rr = r[r["prompt_id"].isin(set(g["prompt_id"]))]
-                parts.append(_samples(family, effect, emotion, metric, "null", rr["prompt_id"].map(prompt_unit),
-                                      rr[col]))
+        prefix = f"{label}/blocks.{int(layer)}.hook_resid_pre/alpha={float(alpha):g}/{prompt_set}/{variant}"
+        null = r[r["prompt_id"].isin(set(g["prompt_id"]))] if use_null else None
+        parts += _metric_samples(family, lambda m: f"{prefix}/{m}", emotion, metric_families, g, null, prompt_unit)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SAMPLE_COLUMNS))
 
 
