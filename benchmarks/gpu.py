@@ -1,10 +1,10 @@
-"""GPU benchmarks: the steering engine (and head screening) on CUDA, with tokens/s and MFU; skipped on CPU.
+"""GPU benchmark: the steering engine on CUDA, with tokens/s and MFU; skipped on CPU.
 
-Runs the same measurements as benchmarks/steering.py and benchmarks/heads.py on the first CUDA device, in
+Runs the same measurements as benchmarks/steering.py on the first CUDA device, in
 bfloat16 (the GPU default, `dtype: auto`) and float32, against a bf16/fp32 GEMM peak measured on that device in
 the same run. Without CUDA it prints why it skipped and exits 0. Where the packaged SmolLM2 weights are not
 installed (a bare GPU box), a model of exactly SmolLM2-135M's shape with random weights stands in: speed
-depends on shape, not on weight values.
+depends on shape, not on weight values. Head screening is not measured here: its engine is CPU-only so far.
 Usage (from the repo root): python benchmarks/gpu.py [--conditions 1024] [--batch-size 512] [--naive 16]
 """
 
@@ -51,10 +51,9 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=30)
     parser.add_argument("--dtypes", default="bfloat16,float32")
-    parser.add_argument("--skip-heads", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("no CUDA device: GPU benchmarks skipped (run benchmarks/steering.py and benchmarks/heads.py on CPU)")
+        print("no CUDA device: GPU benchmark skipped (run benchmarks/steering.py and benchmarks/heads.py on CPU)")
         return
     import pandas as pd
 
@@ -70,24 +69,9 @@ def main() -> None:
         conds = bench_steering.workload(lm, args.conditions, prompts)
         r = bench_steering.run(lm, conds, args.tokens, args.batch_size, args.naive, peak)
         bench_steering.report(r, f"{lm.name} on cuda", len(conds), args.tokens, args.batch_size, peak, dtype)
-        if not args.skip_heads:
-            run_heads(lm, dtype)
         del lm
         torch.cuda.empty_cache()
         sys.stdout.flush()
-
-
-def run_heads(lm, dtype: str) -> None:
-    """Head screening on the GPU, if the heads benchmark offers a reusable entry point."""
-    try:
-        import heads as bench_heads
-    except ImportError as exc:
-        print(f"head benchmark unavailable: {exc}")
-        return
-    if not hasattr(bench_heads, "run_on"):
-        print("head benchmark: no run_on() entry point; skipped")
-        return
-    bench_heads.run_on(lm, dtype)
 
 
 if __name__ == "__main__":
