@@ -275,3 +275,16 @@ def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
         assert np.linalg.norm(normed[(e, 2)]) == pytest.approx(50.0, rel=1e-5)
     with pytest.raises(ValueError, match="unknown direction kind"):
         load_directions(tmp_path, "m", "sentence_end", [2], "raw", "pca9")
+
+
+def test_sweep_plots_without_random_controls_leave_the_band_empty(tmp_path):
+    """`random_alphas: []` gives a summary without random quantiles: the plot CSVs keep their columns, empty."""
+    from emotion_circuits.report_steering import write_sweep_plots
+
+    summary = pd.DataFrame({"emotion": ["anger"] * 3, "layer": [1] * 3, "alpha": [2.0, -1.0, 1.0],
+                            "p_effect": [0.3, -0.1, 0.2], "nll_delta": [0.1, 0.0, 0.05]})
+    write_sweep_plots(summary, tmp_path, tmp_path / "png", "p")
+    series = pd.read_csv(tmp_path / "anger_L1.csv")
+    assert list(series.columns) == ["alpha", "effect", "random_q05", "random_q95"]
+    assert series["alpha"].tolist() == [-1.0, 1.0, 2.0] and series["effect"].tolist() == [-0.1, 0.2, 0.3]
+    assert series[["random_q05", "random_q95"]].isna().all().all()

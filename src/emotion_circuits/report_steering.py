@@ -73,9 +73,11 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
     for ax, emotion in zip(axes[0], emotions):
         g = summary[summary["emotion"] == emotion]
         for layer, lg in g.groupby("layer", sort=True):  # fixed columns per file, so dvc.yaml names the series
-            series = lg.sort_values("alpha")[["alpha", col]].rename(columns={col: "effect"})
-            for q in ("q05", "q95"):
-                series[f"random_{q}"] = lg.sort_values("alpha").get(f"{primary}_random_{q}", np.nan).to_numpy()
+            lg = lg.sort_values("alpha")
+            series = lg[["alpha", col]].rename(columns={col: "effect"})
+            for q in ("q05", "q95"):  # no random band where no random controls ran (random_alphas: [])
+                band = f"{primary}_random_{q}"
+                series[f"random_{q}"] = lg[band] if band in lg else np.nan
             series.to_csv(csv_dir / f"{emotion}_L{layer}.csv", index=False, float_format="%.6g")
         for layer, lg in g.groupby("layer", sort=True):
             lg = lg.sort_values("alpha")
