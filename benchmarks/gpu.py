@@ -1,11 +1,13 @@
-"""GPU benchmark: the steering engine on CUDA, with tokens/s and MFU; skipped on CPU.
+"""GPU benchmark: the steering engine and batched head screening on CUDA, with tokens/s and MFU; skipped on CPU.
 
-Runs the same measurements as benchmarks/steering.py on the first CUDA device, in
-bfloat16 (the GPU default, `dtype: auto`) and float32, against a bf16/fp32 GEMM peak measured on that device in
-the same run. Without CUDA it prints why it skipped and exits 0. Where the packaged SmolLM2 weights are not
-installed (a bare GPU box), a model of exactly SmolLM2-135M's shape with random weights stands in: speed
-depends on shape, not on weight values. Head screening is not measured here: its engine is CPU-only so far.
+Runs the measurements of benchmarks/steering.py and benchmarks/heads.py on the first CUDA device, in bfloat16
+(the GPU default, `dtype: auto`) and float32, against a bf16/fp32 GEMM peak measured on that device in the same
+run. Without CUDA it prints why it skipped and exits 0. Where the packaged SmolLM2 weights are not installed (a
+bare GPU box), a model of exactly SmolLM2-135M's shape with random weights stands in: speed depends on shape, not
+on weight values. Head screening reads bundled sentences (data/emotions.jsonl) and, so that it needs no pipeline
+outputs, random unit readout directions.
 Usage (from the repo root): python benchmarks/gpu.py [--conditions 1024] [--batch-size 512] [--naive 16]
+                            [--head-sentences 8] [--parts steering,heads]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def smollm2_shaped(device: str, dtype: str):
 
 
 def load(device: str, dtype: str):
+    """The packaged SmolLM2 (plain HF), or its shape with random weights where the package is absent."""
     from emotion_circuits.errors import UserError
     from emotion_circuits.models import load_model
 
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--naive", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=30)
     parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--head-sentences", type=int, default=8)
+    parser.add_argument("--parts", default="steering,heads")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: GPU benchmark skipped (run benchmarks/steering.py and benchmarks/heads.py on CPU)")
@@ -63,16 +68,42 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32: token identity is checked
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     prompts = pd.read_json(bench_steering.PROMPTS, lines=True)["text"].tolist()
+    parts = args.parts.split(",")
     for dtype in args.dtypes.split(","):
-        lm = load("cuda", dtype)
         peak = matmul_peak(device="cuda", dtype=getattr(torch, dtype))
-        conds = bench_steering.workload(lm, args.conditions, prompts)
-        r = bench_steering.run(lm, conds, args.tokens, args.batch_size, args.naive, peak)
-        bench_steering.report(r, f"{lm.name} on cuda", len(conds), args.tokens, args.batch_size, peak, dtype)
-        del lm
+        if "steering" in parts:
+            lm = load("cuda", dtype)
+            conds = bench_steering.workload(lm, args.conditions, prompts)
+            r = bench_steering.run(lm, conds, args.tokens, args.batch_size, args.naive, peak)
+            bench_steering.report(r, f"{lm.name} on cuda", len(conds), args.tokens, args.batch_size, peak, dtype)
+            del lm
+        if "heads" in parts:
+            heads(dtype, args.head_sentences, peak)
         torch.cuda.empty_cache()
         sys.stdout.flush()
 
+
+def heads(dtype: str, n: int, peak: float) -> None:
+    """Batched head screening vs one forward per head, on the GPU, in `dtype`."""
+    import numpy as np
+    import pandas as pd
+
+    import heads as bench_heads
+    from emotion_circuits import EMOTIONS
+    from emotion_circuits import heads as H
+
+    lm, plain = load("cuda", dtype), load("cuda", dtype)  # the naive loop keeps the default attention
+    H.prepare(lm)
+    data = pd.read_json("data/emotions.jsonl", lines=True)
+    df = data[data["emotion"].isin(EMOTIONS)].sample(n=n, random_state=0)
+    rng = np.random.default_rng(0)
+    dirs = rng.standard_normal((len(EMOTIONS), lm.d_model)).astype(np.float32)
+    readout = H.Readout(dirs / np.linalg.norm(dirs, axis=1, keepdims=True),
+                        [sorted(rng.choice(1000, 5, replace=False).tolist()) for _ in EMOTIONS])
+    batch = H.make_batch(lm, df["text"].tolist(), [[] for _ in range(n)])
+    r = bench_heads.measure(lm, plain, batch, readout, peak)
+    bench_heads.report(r, f"{lm.name} on cuda", n, int(batch.mask.sum()), H.arch(lm), dtype)
+    del lm, plain
 
 if __name__ == "__main__":
     main()

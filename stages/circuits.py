@@ -22,7 +22,7 @@ def run(params, args) -> None:
     sentences = read_parquet(DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lexicons = load_lexicons(DATASET / "lexicons.json")
-    lm = load_model(hp.model, use_bridge=False)
+    lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
     H.prepare(lm)
     readout = head_runs.load_readout(VECTORS, lm, lexicons)
     top = head_runs.top_heads(read_parquet(SCREENING / "summary.parquet"), hp.top_k)

@@ -26,7 +26,7 @@ def run(params, args) -> None:
     sentences = read_parquet(DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
-    lm = load_model(hp.model, use_bridge=False)
+    lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
     H.prepare(lm)
     a = H.arch(lm)
     if hp.patch_heads:

@@ -10,8 +10,10 @@ from emotion_circuits import cli, head_runs
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
+from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
 from emotion_circuits.models import load_model
+from emotion_circuits.resources import resolve_device, resolve_dtype
 
 DATASET = Path("results/dataset")
 VECTORS = Path("results/vectors")
@@ -24,7 +26,10 @@ def run(params, args) -> None:
     hp = params.heads
     sentences = read_parquet(DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
-    lm = load_model(hp.model, use_bridge=False)  # plain HF: the engine edits heads inside its attention function
+    device = resolve_device(hp.device)
+    dtype = resolve_dtype(hp.dtype, device)
+    # plain HF: the engine edits heads inside its attention function
+    lm = load_model(hp.model, device, dtype, params.seed, use_bridge=False)
     if not lm.causal:
         raise ParamsError(f"heads.model {hp.model!r} is an encoder; head screening needs a causal model")
     H.prepare(lm)
@@ -40,7 +45,8 @@ def run(params, args) -> None:
             means = H.mean_head_outputs(lm, [b for b, _ in head_runs.make_batches(lm, both, hp.batch_size,
                                                                                    hp.prepend_bos)])
         table = head_runs.screen(lm, emo, readout, hp.ablation, hp.batch_size, hp.prepend_bos, means,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, execution=execution_config(params),
+                                 device=device, dtype=dtype, seed=params.seed)
         screen_seconds = time.perf_counter() - start
         summary = head_runs.screen_summary(table)
         attribution, agreement, attr_seconds = None, {}, 0.0
@@ -69,8 +75,9 @@ def run(params, args) -> None:
                 "n_kv_heads_per_layer": a.n_kv_heads, "n_sentences": {e: int((emo["emotion"] == e).sum())
                                                                      for e in sorted(set(emo["emotion"]))},
                 "readout": f"blocks.{lm.n_layers - 1}.hook_resid_post emotion vectors (sentence_end), unit norm",
+                "dtype": dtype,
                 "attribution": {k: v for k, v in agreement.items() if k != "seconds"},
-                "timing": {"screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
+                "timing": {"device": device, "executor": params.executor, "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
                            "total_seconds": round(time.perf_counter() - start, 1)}}
         write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info))
 

@@ -131,6 +131,37 @@ def test_streamed_shards_equal_in_memory_extraction(tmp_path, tiny_gpt2):
             np.testing.assert_array_equal(tensors[name], values)
 
 
+def test_many_models_in_chunks_equal_whole_extraction(tmp_path, monkeypatch):
+    """The stage's path: every model's rows cut into chunks (here 2 rows), one worker holding one model at a
+    time and loading each model once; the shards equal one extract() call per model (up to batch rounding)."""
+    import pandas as pd
+
+    import emotion_circuits.models as models
+    from emotion_circuits.activations import ActivationTask, extract_models
+    from emotion_circuits.executor import ExecutionConfig
+
+    loads = []
+    real_load = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda name, *a, **k: loads.append(name) or real_load(name, *a, **k))
+    sentences = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS, "emotion_words": WORDS,
+                              "emotion": ["anger"] * len(TEXTS), "split": ["fit"] * len(TEXTS)})
+    task = ActivationTask(tuple(HOOKS), tuple(POSITIONS), batch_size=2)
+    metrics, timing = extract_models(["tiny-llama", "tiny-gpt2"], sentences, task, ExecutionConfig("local", 2),
+                                     tmp_path, shard_rows=3, progress=False)
+    assert loads == ["tiny-llama", "tiny-gpt2"]
+    assert list(metrics) == ["tiny-llama", "tiny-gpt2"] and metrics["tiny-gpt2"]["n_rows"] == len(TEXTS)
+    assert timing["tiny-llama"]["peak_rss_mb"] > 0 and timing["tiny-llama"]["batch_size"] == 2
+    for name in ("tiny-llama", "tiny-gpt2"):
+        whole = extract(real_load(name), TEXTS, WORDS, HOOKS, POSITIONS, batch_size=8, progress=False)
+        index, _ = load_activations(tmp_path / name, "sentence_end")
+        assert index["id"].tolist() == sentences["id"].tolist()
+        assert index["n_tokens"].tolist() == [len(r.input_ids) for r in whole.rows]
+        for position in POSITIONS:
+            _, tensors = load_activations(tmp_path / name, position)
+            for hook, values in whole.activations[position].items():
+                np.testing.assert_allclose(tensors[hook], values, rtol=1e-4, atol=1e-5)
+
+
 def test_out_of_memory_halves_the_batch_and_retries(tiny_llama, monkeypatch, caplog):
     import emotion_circuits.activations as acts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import yaml
 
 from .conftest import ROOT, run_module, write_jsonl
@@ -55,8 +56,11 @@ def test_bad_params_are_rejected(tmp_path):
     assert out.returncode == 2 and "unknown key(s) in params section 'dataset': spilt" in out.stderr
 
 
-def test_unreachable_or_unknown_model_is_one_clear_error(tmp_path):
-    project = _project(tmp_path, dataset={"profile": "smoke"}, models=["tiny-gpt2", "no-such-model-xyz"])
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_unreachable_or_unknown_model_is_one_clear_error(tmp_path, executor):
+    """Also when the model fails to load inside a Ray actor: the actor's error comes back as the same line."""
+    project = _project(tmp_path, dataset={"profile": "smoke"}, models=["tiny-gpt2", "no-such-model-xyz"],
+                       executor=executor, activations={"random_init_controls": False})
     assert run_module("stages.dataset", cwd=project).returncode == 0
     out = run_module("stages.activations", cwd=project, env={"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 2

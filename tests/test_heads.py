@@ -194,3 +194,69 @@ def test_attribution_screen_tracks_exact_ablation(llama):
     approx = H.attribution_batch(llama, batch, readout.directions[own])
     assert approx.shape == exact.shape
     assert spearmanr(approx.ravel(), exact.ravel()).statistic > 0.9
+
+
+def _screen_frame(n_per_emotion: int = 2) -> pd.DataFrame:
+    from emotion_circuits import EMOTIONS
+
+    texts = [t for t in TEXTS[:4]] * 2
+    rows = [{"id": f"s{i}", "text": texts[i % len(texts)], "emotion": e, "emotion_words": []}
+            for i, e in enumerate(e for e in EMOTIONS for _ in range(n_per_emotion))]
+    return pd.DataFrame(rows)
+
+
+def test_screen_chunks_give_identical_tables(llama):
+    """Chunk boundaries inside a sentence batch re-run its clean pass; the numbers must not change at all."""
+    from emotion_circuits.executor import ExecutionConfig
+
+    df, readout = _screen_frame(), readout_for(llama)
+    whole = head_runs.screen(llama, df, readout, "zero", 3, True, progress=False)
+    chunked = head_runs.screen(llama, df, readout, "zero", 3, True, progress=False,
+                               execution=ExecutionConfig("local", 2))
+    pd.testing.assert_frame_equal(whole, chunked, check_exact=True)
+    assert len(whole) == len(df) * 3 * 4  # sentences x layers x heads
+
+
+def test_screen_worker_loads_its_own_model(llama):
+    """What a Ray actor does: rebuild the worker from the shipped task alone (its own model load); every number
+    equals the in-process screen's."""
+    import pickle  # only to prove the task survives the trip to another process; nothing is written
+
+    from emotion_circuits import EMOTIONS
+
+    df, readout = _screen_frame(1), readout_for(llama)
+    means = H.mean_head_outputs(llama, [H.make_batch(llama, TEXTS, WORDS)])
+    local = head_runs.screen(llama, df, readout, "mean", 2, True, means=means, progress=False)
+    task = head_runs.ScreenTask("tiny-llama", tuple(df["text"]), tuple(() for _ in range(len(df))),
+                                readout.directions, tuple(tuple(t) for t in readout.token_sets), "mean",
+                                {m: v.numpy() for m, v in means.items()}, 2, True)
+    worker = pickle.loads(pickle.dumps(task)).load()
+    assert worker.lm is not llama
+    batches = head_runs.make_batches(llama, df, 2, True)
+    got = worker([(b, layer) for b in range(len(batches)) for layer in range(3)])
+    table = local.set_index(["unit", "layer", "head"])
+    for b, layer, arrays in got:
+        for r, unit in enumerate(batches[b][1]):
+            own = EMOTIONS.index(df["emotion"][unit])
+            for h in range(4):
+                assert table.loc[(unit, layer, h), "proj_delta"] == arrays["proj_delta"][h, r, own]
+                assert table.loc[(unit, layer, h), "mass_clean"] == arrays["mass_clean"][h, r]
+
+
+def test_bfloat16_screening_tracks_float32():
+    """`heads.dtype: bfloat16` (the GPU default) runs the same engine: finite, and the per-head effects follow
+    float32's (rank correlation), since bf16 only rounds."""
+    from scipy.stats import spearmanr
+
+    lm32 = load_model("tiny-llama", dtype="float32", use_bridge=False)
+    lm16 = load_model("tiny-llama", dtype="bfloat16", use_bridge=False)
+    for lm in (lm32, lm16):
+        H.prepare(lm)
+    readout = readout_for(lm32)
+    out32 = H.screen_batch(lm32, H.make_batch(lm32, TEXTS, WORDS), readout)
+    out16 = H.screen_batch(lm16, H.make_batch(lm16, TEXTS, WORDS), readout)
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in out16.values())
+    a, b = out32["proj_delta"].ravel(), out16["proj_delta"].ravel()
+    assert spearmanr(a, b).statistic > 0.9
+    att = H.attribution_batch(lm16, H.make_batch(lm16, TEXTS, WORDS), readout.directions[[0, 1, 2, 0, 1]])
+    assert att.dtype == np.float32 and np.isfinite(att).all()

@@ -54,7 +54,7 @@ def project(tmp_path_factory) -> Path:
                               random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
                               single_random=2, cross_model_source="tiny-gpt2")
     params["statistics"].update(n_boot=200, n_perm=200)
-    params["execution"].update(chunk_size=16)  # several chunks, so the Ray test really splits the work
+    params["execution"].update(chunk_size=8)  # several chunks per stage, so the Ray test really splits the work
     params["heads"].update(model="tiny-llama", n_sentences=4, batch_size=4, top_k=2, n_random_sets=3, n_neurons=4,
                            n_tokens=3, evaluate_top_n=1, n_generate=2, max_new_tokens=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -156,25 +156,28 @@ def test_push_then_pull_in_a_second_clone_restores_without_recomputing(project, 
     assert "Running stage" not in out
 
 
-def test_ray_executor_gives_byte_identical_steering_outs(project, tmp_path):
-    """`executor: ray` on a local Ray cluster: chunks on actors, merged in order, the same bytes as local."""
+def test_ray_executor_gives_byte_identical_outs(project, tmp_path):
+    """`executor: ray` on a local Ray cluster: the heavy stages' chunks run on actors that load their own models
+    and are merged in order; activations (6 models), the steering sweep and head screening give the same bytes
+    as local. The single-alpha steering stage runs the sweep's code path (sweep.run_and_score)."""
     ray_repo = tmp_path / "ray"
     shutil.copytree(project, ray_repo, ignore=shutil.ignore_patterns(".dvc", ".git"))
     params = yaml.safe_load((ray_repo / "params.yaml").read_text())
     params["executor"] = "ray"
     params["execution"].update(ray_workers=2)
     (ray_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # the sweep stage; the single-alpha stage runs the same code path (sweep.run_and_score)
-    shutil.rmtree(ray_repo / "results/steering_sweep")
-    out = subprocess.run([sys.executable, "-m", "stages.steering_sweep", "--no-progress"], cwd=ray_repo, env=ENV,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Ray actors" in out.stderr
-    local, remote = files(project / "results/steering_sweep"), files(ray_repo / "results/steering_sweep")
-    assert sorted(local) == sorted(remote)
-    for name in local:
-        assert filecmp.cmp(local[name], remote[name], shallow=False), f"{name} differs under Ray"
-    a, b = (json.loads((root / "metrics" / "steering.json").read_text()) for root in (project, ray_repo))
-    a.pop("timing"), b.pop("timing")
-    assert a == b
-
+    for stage, out_dir, metrics in (("activations", "activations", "activations.json"),
+                                    ("steering_sweep", "steering_sweep", "steering.json"),
+                                    ("head_screening", "head_screening", "heads.json")):
+        shutil.rmtree(ray_repo / "results" / out_dir)
+        out = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--no-progress"], cwd=ray_repo, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Ray actors" in out.stderr, stage
+        local, remote = files(project / "results" / out_dir), files(ray_repo / "results" / out_dir)
+        assert sorted(local) == sorted(remote) and local, stage
+        for name in local:
+            assert filecmp.cmp(local[name], remote[name], shallow=False), f"{stage}: {name} differs under Ray"
+        a, b = (json.loads((root / "metrics" / metrics).read_text()) for root in (project, ray_repo))
+        a.pop("timing"), b.pop("timing")
+        assert a == b, stage

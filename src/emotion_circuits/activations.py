@@ -272,3 +272,171 @@ def load_activations(model_dir, position: str):
                 out[name] = np.zeros((len(index), values.shape[1]), dtype=np.float32)
             out[name][rows] = values.numpy()
     return index, out
+
+
+# ------------------------------------------------------------------------------------ many models, any executor
+@dataclass(frozen=True)
+class ActivationChunk:
+    """One unit of work: some dataset rows (in dataset order) of one model."""
+
+    model: str
+    index: tuple[int, ...]
+    texts: tuple[str, ...]
+    emotion_words: tuple[tuple[str, ...], ...]
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for a chunk: the rows' tokenisation and every batch's reduced residuals."""
+
+    model: str
+    metadata: dict
+    rows: list[TokenizedRow]
+    batches: list[tuple[list[int], dict[str, dict[str, torch.Tensor]]]]  # (dataset row indices, captured)
+    n_tokens: int
+    load_s: float
+    extract_s: float
+    batch_size: int
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class ActivationTask:
+    """Extraction settings shared by every chunk; small and picklable, so Ray can ship it to actors."""
+
+    hooks: tuple[str, ...] = ("resid_pre", "resid_post")
+    positions: tuple[str, ...] = ("sentence_end", "emotion_tokens")
+    batch_size: int = 32
+    prepend_bos: bool = True
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def load(self) -> ActivationWorker:
+        return ActivationWorker(self)
+
+
+class ActivationWorker:
+    """Extracts chunks of any model; holds one model at a time and loads each model once (chunks come
+    model-major), so a Ray actor or the local process never keeps two models in memory."""
+
+    def __init__(self, task: ActivationTask, on_rows: Callable[[int], None] | None = None):
+        self.task, self.on_rows = task, on_rows
+        self.lm: LoadedModel | None = None
+        self.name: str | None = None
+
+    def _model(self, name: str) -> tuple[LoadedModel, float]:
+        if name == self.name:
+            return self.lm, 0.0
+        import gc
+
+        from .models import load_model
+
+        self.lm = None
+        gc.collect()
+        start = time.perf_counter()
+        self.lm = load_model(name, self.task.device, self.task.dtype, seed=self.task.seed)
+        self.name = name
+        return self.lm, time.perf_counter() - start
+
+    def __call__(self, chunk: ActivationChunk) -> ChunkResult:
+        from .resources import peak_rss_mb
+
+        t = self.task
+        lm, load_s = self._model(chunk.model)
+        batches: list = []
+
+        def sink(local: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+            batches.append(([chunk.index[i] for i in local], captured))
+            if self.on_rows is not None:
+                self.on_rows(len(local))
+
+        result = extract(lm, chunk.texts, chunk.emotion_words, t.hooks, t.positions, t.batch_size, t.prepend_bos,
+                         progress=False, sink=sink)
+        return ChunkResult(lm.name, activation_metadata(lm, t.prepend_bos),
+                           result.rows, batches, result.n_tokens, load_s, result.seconds, result.batch_size,
+                           peak_rss_mb())
+
+
+def activation_chunks(models: Sequence[str], texts: Sequence[str], emotion_words: Sequence[Sequence[str]],
+                      chunk_size: int) -> list[ActivationChunk]:
+    """Model-major chunks of `chunk_size` consecutive dataset rows: the same cut under every executor, so the
+    batches (length-sorted within a chunk), and therefore the bytes, are the same whoever computes them."""
+    out = []
+    for model in models:
+        for lo in range(0, len(texts), chunk_size):
+            idx = tuple(range(lo, min(lo + chunk_size, len(texts))))
+            out.append(ActivationChunk(model, idx, tuple(texts[i] for i in idx),
+                                       tuple(tuple(str(w) for w in emotion_words[i]) for i in idx)))
+    return out
+
+
+class _ModelOutput:
+    """One model's shards, row index and metrics, filled chunk by chunk in chunk order."""
+
+    def __init__(self, out_dir, first: ChunkResult, task: ActivationTask, shard_rows: int):
+        from pathlib import Path
+
+        self.dir, self.meta, self.task = Path(out_dir) / model_dirname(first.model), first.metadata, task
+        self.writer = ShardWriter(self.dir, task.positions, first.metadata, shard_rows)
+        self.rows: list[TokenizedRow] = []
+        self.n_tokens, self.load_s, self.extract_s, self.worker_rss = 0, 0.0, 0.0, 0.0
+        self.batch_size = task.batch_size
+
+    def add(self, res: ChunkResult) -> None:
+        for idx, captured in res.batches:
+            self.writer.add(idx, captured)
+        self.rows.extend(res.rows)
+        self.n_tokens += res.n_tokens
+        self.load_s += res.load_s
+        self.extract_s += res.extract_s
+        self.batch_size = min(self.batch_size, res.batch_size)
+        self.worker_rss = max(self.worker_rss, res.peak_rss_mb)
+
+    def close(self, sentences) -> tuple[dict, dict]:
+        from .resources import peak_rss_mb
+
+        self.writer.close()
+        save_index(self.dir, self.rows, sentences)
+        m, rows = self.meta, self.rows
+        metrics = {"backend": m["backend"], "n_rows": len(rows), "n_layers": m["n_layers"], "d_model": m["d_model"],
+                   "n_tokens": self.n_tokens, "hooks": list(self.task.hooks), "positions": list(self.task.positions),
+                   "emotion_token_fallback_rows": sum(r.fallback for r in rows)}
+        timing = {"load_s": round(self.load_s, 2), "extract_s": round(self.extract_s, 2),
+                  "tokens_per_s": round(self.n_tokens / max(self.extract_s, 1e-9), 1),
+                  "batch_size": self.batch_size, "peak_rss_mb": max(self.worker_rss, peak_rss_mb())}
+        return metrics, timing
+
+
+def extract_models(models: Sequence[str], sentences, task: ActivationTask, execution, out_dir,
+                   shard_rows: int = 256, progress: bool = True) -> tuple[dict, dict]:
+    """Stream every model's activations into `<out_dir>/<model>/` shards; chunks run locally or on Ray actors
+    (`execution`), results are written in chunk order. Returns (per-model metrics, per-model timing)."""
+    from .executor import imap_chunks
+
+    texts, words = sentences["text"].tolist(), sentences["emotion_words"].tolist()
+    chunks = activation_chunks(models, texts, words, execution.chunk_size)
+    bar = tqdm(total=len(texts) * len(models), desc="activations", unit="row", disable=not progress,
+               mininterval=1.0)
+    local = execution.executor == "local"
+    results = imap_chunks(task.load, chunks, execution, what="activations",
+                          local_factory=lambda: ActivationWorker(task, on_rows=bar.update))
+    metrics, timing = {}, {}
+    current: _ModelOutput | None = None
+
+    def finish() -> None:
+        if current is not None:
+            metrics[current.meta["model"]], timing[current.meta["model"]] = current.close(sentences)
+
+    try:
+        for chunk, res in zip(chunks, results):
+            if current is None or current.meta["model"] != res.model:
+                finish()
+                current = _ModelOutput(out_dir, res, task, shard_rows)
+            current.add(res)
+            if not local:
+                bar.update(len(chunk.index))
+        finish()
+    finally:
+        bar.close()  # before any error line, so that the error starts a line of its own
+    return metrics, timing

@@ -50,7 +50,7 @@ def head_weights(lm: LoadedModel, layer: int) -> dict[str, torch.Tensor]:
         wq, wk, wv = (w[:, i * a.d_model:(i + 1) * a.d_model].reshape(a.d_model, a.n_heads, a.d_head)
                       .permute(1, 0, 2) for i in range(3))
         wo = attn.c_proj.weight.detach().reshape(a.n_heads, a.d_head, a.d_model)
-    return {"W_Q": wq.float(), "W_K": wk.float(), "W_V": wv.float(), "W_O": wo.float()}
+    return {"W_Q": wq.float().cpu(), "W_K": wk.float().cpu(), "W_V": wv.float().cpu(), "W_O": wo.float().cpu()}
 
 
 def bridge_weights(bridge, layer: int, n_heads: int) -> dict[str, torch.Tensor]:
@@ -66,10 +66,17 @@ def bridge_weights(bridge, layer: int, n_heads: int) -> dict[str, torch.Tensor]:
 
 
 def normed_embeddings(lm: LoadedModel, layer: int) -> torch.Tensor:
-    """[V, d] token embeddings after layer `layer`'s input norm."""
-    emb = lm.hf_model.get_input_embeddings().weight.detach().float()
+    """[V, d] token embeddings after layer `layer`'s input norm (float32, CPU)."""
+    return _normed(lm, layer, lm.hf_model.get_input_embeddings().weight.detach())
+
+
+def _normed(lm: LoadedModel, layer: int, x) -> torch.Tensor:
+    """Rows of x [n, d] through layer `layer`'s input norm, on the model's device and in its dtype; returned as
+    float32 on the CPU, where the small OV/QK products are computed."""
+    norm = _input_norm(layer_list(lm.hf_model)[layer])
+    x = torch.as_tensor(x).to(lm.device, next(norm.parameters()).dtype)  # LayerNorm wants its weights' dtype
     with torch.inference_mode():
-        return _input_norm(layer_list(lm.hf_model)[layer])(emb).float()
+        return norm(x).float().cpu()
 
 
 def _token(tokenizer, i: int) -> str:
@@ -77,14 +84,13 @@ def _token(tokenizer, i: int) -> str:
 
 
 def _heads_by_layer(lm: LoadedModel, heads: Sequence[tuple[int, int]]):
-    """(layer, head, weights, normed embeddings, input norm) per head, each layer's weights built once."""
+    """(layer, head, weights, normed embeddings) per head, each layer's weights built once."""
     for layer in sorted({m for m, _ in heads}):
         w = head_weights(lm, layer)
         emb = normed_embeddings(lm, layer)
-        norm = _input_norm(layer_list(lm.hf_model)[layer])
         for m, h in heads:
             if m == layer:
-                yield layer, h, w, emb, norm
+                yield layer, h, w, emb
 
 
 def ov_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], directions: dict[int, np.ndarray],
@@ -93,12 +99,11 @@ def ov_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], directions: dict
     unit direction at the head's layer output, plus `ov_gain`: how strongly the head copies the emotion direction
     of its input ((norm(u_in) W_V W_O) . u_out)."""
     rows = []
-    for m, h, w, emb, norm in _heads_by_layer(lm, heads):
+    for m, h, w, emb in _heads_by_layer(lm, heads):
         for j, emotion in enumerate(emotions):
             u_out = torch.as_tensor(directions[m][j], dtype=torch.float32)
             read = w["W_V"][h] @ (w["W_O"][h] @ u_out)  # [d]: input direction written into u_out
-            with torch.inference_mode():
-                u_in = norm(u_out[None])[0].float()
+            u_in = _normed(lm, m, u_out[None])[0]
             gain = float(u_in @ read)
             scores = (emb @ read).numpy()
             order = np.lexsort((np.arange(len(scores)), -scores))
@@ -117,10 +122,9 @@ def qk_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], queries: dict[tu
     the emotion's lexicon tokens vs the vocabulary mean, as a z-score and percentile rank)."""
     a = H.arch(lm)
     top, summary = [], []
-    for m, h, w, emb, norm in _heads_by_layer(lm, heads):
+    for m, h, w, emb in _heads_by_layer(lm, heads):
         for emotion, ids in lexicon_ids.items():
-            with torch.inference_mode():
-                q = norm(torch.as_tensor(queries[(emotion, m)], dtype=torch.float32)[None])[0].float()
+            q = _normed(lm, m, queries[(emotion, m)][None])[0]
             qv = (q @ w["W_Q"][h]) / np.sqrt(a.d_head)
             scores = (emb @ (w["W_K"][h] @ qv)).numpy()
             order = np.lexsort((np.arange(len(scores)), -scores))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,16 +70,26 @@ def map_chunks(factory: Callable[[], Callable[[list[T]], R]], items: Sequence[T]
 
     `local_factory` lets the local executor reuse a model the stage has already loaded.
     """
-    chunks = chunked(items, config.chunk_size)
+    return list(imap_chunks(factory, chunked(items, config.chunk_size), config, what, local_factory))
+
+
+def imap_chunks(factory: Callable[[], Callable[[Any], R]], chunks: Sequence[Any], config: ExecutionConfig,
+                what: str = "work", local_factory: Callable[[], Callable[[Any], R]] | None = None) -> Iterator[R]:
+    """Yield the worker's result for each (pre-cut) chunk, in chunk order, as soon as it is ready.
+
+    Streaming callers (activation shards) consume one result at a time, so memory stays bounded by a chunk.
+    """
     if config.executor == "local":
         worker = (local_factory or factory)()
-        return [worker(chunk) for chunk in chunks]
+        for chunk in chunks:
+            yield worker(chunk)
+        return
     if config.executor != "ray":
         raise ValueError(f"unknown executor {config.executor!r} (allowed: {', '.join(EXECUTORS)})")
-    return _map_ray(factory, chunks, config, what)
+    yield from _imap_ray(factory, list(chunks), config, what)
 
 
-def _map_ray(factory, chunks: list, config: ExecutionConfig, what: str) -> list:
+def _imap_ray(factory, chunks: list, config: ExecutionConfig, what: str) -> Iterator:
     import ray
     from ray.util import ActorPool
 
@@ -86,6 +98,7 @@ def _map_ray(factory, chunks: list, config: ExecutionConfig, what: str) -> list:
         address = config.ray_address or os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_roots())}})
+    actors = []
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         n_actors = max(1, min(len(chunks), gpus or config.ray_workers))
@@ -94,11 +107,15 @@ def _map_ray(factory, chunks: list, config: ExecutionConfig, what: str) -> list:
         actors = [remote.remote(factory, _threads_for_workers()) for _ in range(n_actors)]
         log.info("%s: %d chunks on %d Ray actors (%s)", what, len(chunks), n_actors, "GPU" if gpus else "CPU")
         pool = ActorPool(actors)
-        results = list(pool.map(lambda actor, chunk: actor.run.remote(chunk), chunks))  # ordered like `chunks`
+        try:
+            yield from pool.map(lambda actor, chunk: actor.run.remote(chunk), chunks)  # ordered like `chunks`
+        except ray.exceptions.RayTaskError as exc:  # a user error inside an actor stays one clear line
+            if isinstance(getattr(exc, "cause", None), UserError):
+                raise exc.cause from None
+            raise
+    finally:
         for actor in actors:
             ray.kill(actor)
-        return results
-    finally:
         if started_here:
             ray.shutdown()
 

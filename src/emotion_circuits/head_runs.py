@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from . import EMOTIONS
 from . import heads as H
 from .errors import DataError, ParamsError
+from .executor import ExecutionConfig, chunked, imap_chunks
 from .io import read_tensors
 from .models import LoadedModel
 
@@ -84,35 +86,103 @@ def parse_head(label: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------- screening
+@dataclass(frozen=True)
+class ScreenTask:
+    """What a worker needs to screen (sentence batch, layer) items: small and picklable, so Ray can ship it."""
+
+    model: str
+    texts: tuple[str, ...]
+    emotion_words: tuple[tuple[str, ...], ...]
+    directions: np.ndarray                   # readout: unit emotion directions [E, d]
+    token_sets: tuple[tuple[int, ...], ...]  # readout: lexicon token ids per emotion
+    ablation: str = "zero"
+    means: dict[int, np.ndarray] | None = None
+    batch_size: int = 8
+    prepend_bos: bool = True
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def load(self) -> ScreenWorker:
+        from .models import load_model
+
+        lm = load_model(self.model, self.device, self.dtype, self.seed, use_bridge=False)
+        H.prepare(lm)
+        return ScreenWorker(lm, self)
+
+
+class ScreenWorker:
+    """Screens chunks of (batch index, layer) items; one clean run per sentence batch per chunk (items come
+    batch-major), then one resumed forward per layer with all its heads ablated as rows."""
+
+    def __init__(self, lm: LoadedModel, task: ScreenTask, on_item=None):
+        self.lm, self.task, self.on_item = lm, task, on_item
+        frame = pd.DataFrame({"text": list(task.texts), "emotion_words": [list(w) for w in task.emotion_words]})
+        self.batches = [b for b, _ in make_batches(lm, frame, task.batch_size, task.prepend_bos)]
+        self.readout = H.Readout(task.directions, [list(t) for t in task.token_sets])
+        self.means = None if task.means is None else {m: torch.as_tensor(v) for m, v in task.means.items()}
+
+    def __call__(self, items: list[tuple[int, int]]) -> list[tuple[int, int, dict[str, np.ndarray]]]:
+        out, current, clean = [], None, None
+        for b, layer in items:
+            if b != current:
+                current, clean = b, H.CleanScreen.of(self.lm, self.batches[b], self.readout)
+            arrays = H.screen_layer(self.lm, clean, layer, self.readout, self.task.ablation, self.means)
+            arrays["mass_clean"] = clean.mass_clean(layer)
+            out.append((b, layer, arrays))
+            if self.on_item is not None:
+                self.on_item(1)
+        return out
+
+
 def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str, batch_size: int,
-           prepend_bos: bool, means=None, progress: bool = True) -> pd.DataFrame:
-    """Per (head, sentence): own-emotion proj/logprob deltas, deltas on every direction, attention mass."""
+           prepend_bos: bool, means=None, progress: bool = True, execution: ExecutionConfig = ExecutionConfig(),
+           device: str = "cpu", dtype: str = "float32", seed: int = 0) -> pd.DataFrame:
+    """Per (head, sentence): own-emotion proj/logprob deltas, deltas on every direction, attention mass.
+
+    The (sentence batch, layer) items are cut into `execution.chunk_size` chunks and screened here or on Ray
+    actors (`execution.executor`); each item's numbers do not depend on where it ran, so neither do the outs.
+    """
     a = H.arch(lm)
     batches = make_batches(lm, df, batch_size, prepend_bos)
-    bar = tqdm(total=len(batches) * a.n_layers, desc=f"head screening {lm.name}", unit="layer",
-               disable=not progress, mininterval=1.0)
+    task = ScreenTask(lm.name, tuple(df["text"]), tuple(tuple(str(w) for w in ws) for ws in df["emotion_words"]),
+                      readout.directions, tuple(tuple(t) for t in readout.token_sets), ablation,
+                      None if means is None else {m: v.numpy() for m, v in means.items()}, batch_size, prepend_bos,
+                      device, dtype, seed)
+    items = [(b, layer) for b in range(len(batches)) for layer in range(a.n_layers)]
+    bar = tqdm(total=len(items), desc=f"head screening {lm.name}", unit="layer", disable=not progress,
+               mininterval=1.0)
+    local = execution.executor == "local"
+    results = {}
+    for part in imap_chunks(task.load, chunked(items, execution.chunk_size), execution,
+                            what=f"head screening {lm.name}",
+                            local_factory=lambda: ScreenWorker(lm, task, on_item=bar.update)):
+        for b, layer, arrays in part:
+            results[(b, layer)] = arrays
+        if not local:
+            bar.update(len(part))
+    bar.close()
     frames = []
     emo_index = np.array([EMOTIONS.index(e) for e in df["emotion"]])
-    for batch, idx in batches:
-        out = H.screen_batch(lm, batch, readout, ablation, means, progress=bar)
+    for b, (batch, idx) in enumerate(batches):
         own = emo_index[idx]
+        rows = np.arange(len(idx))
         for layer in range(a.n_layers):
+            out = results[(b, layer)]
             for head in range(a.n_heads):
-                pd_ = out["proj_delta"][layer, head]
-                lp = out["logprob_delta"][layer, head]
+                pd_ = out["proj_delta"][head]
+                lp = out["logprob_delta"][head]
                 frame = {"unit": idx, "layer": layer, "head": head,
-                         "proj_delta": pd_[np.arange(len(idx)), own],
-                         "logprob_delta": lp[np.arange(len(idx)), own],
-                         "mass_clean": out["mass_clean"][layer, head],
-                         "mass_downstream_delta": out["mass_downstream_delta"][layer, head]}
+                         "proj_delta": pd_[rows, own], "logprob_delta": lp[rows, own],
+                         "mass_clean": out["mass_clean"][head],
+                         "mass_downstream_delta": out["mass_downstream_delta"][head]}
                 for j, e in enumerate(EMOTIONS):
                     frame[f"proj_delta_{e}"] = pd_[:, j]
                 # own direction minus the other emotions' directions: removes unspecific disruption (early heads
                 # that move the massive-activation dimensions shift every projection)
-                others = (pd_.sum(axis=1) - pd_[np.arange(len(idx)), own]) / (pd_.shape[1] - 1)
-                frame["proj_delta_specific"] = pd_[np.arange(len(idx)), own] - others
+                others = (pd_.sum(axis=1) - pd_[rows, own]) / (pd_.shape[1] - 1)
+                frame["proj_delta_specific"] = pd_[rows, own] - others
                 frames.append(pd.DataFrame(frame))
-    bar.close()
     table = pd.concat(frames, ignore_index=True)
     table.insert(0, "emotion", df["emotion"].to_numpy()[table["unit"]])
     table.insert(1, "sentence_id", df["id"].to_numpy()[table["unit"]])
@@ -387,9 +457,8 @@ def sentence_end_means(lm: LoadedModel, emo_df: pd.DataFrame, batch_size: int, p
     emotions = emo_df["emotion"].to_numpy()
     for batch, idx in make_batches(lm, emo_df, batch_size, prepend_bos):
         run = H.clean_run(lm, batch)
-        rows = torch.arange(len(batch))
         for m in range(lm.n_layers):
-            x = run.resid_pre[m][rows, batch.end_pos].float().numpy()
+            x = H._at_end(run.resid_pre[m], batch.end_pos).float().cpu().numpy()
             for r, i in enumerate(idx):
                 key = (emotions[i], m)
                 sums[key] = sums.get(key, 0) + x[r].astype(np.float64)

@@ -134,9 +134,9 @@ class Controller:
         if self.end_pos is None:  # generation: the same head edit on every row and position
             edit = self.edits.get(layer)
             if edit is not None and edit.keep is not None:
-                z = z * edit.keep.to(z.dtype)[:, :, None, None]
+                z = z * edit.keep.to(z.device, z.dtype)[:, :, None, None]
             if edit is not None and edit.add is not None:
-                z = z + edit.add.to(z.dtype)[:, :, None, :]
+                z = z + edit.add.to(z.device, z.dtype)[:, :, None, :]
             return z
         if self.keep_graph:
             z.retain_grad()
@@ -149,7 +149,7 @@ class Controller:
             self.mass[layer] = torch.einsum("rht,rt->rh", final_pattern.float(), self.emotion_mask.to(z.device))
         if self.capture_z:
             self.z_final[layer] = z[rows, :, end].detach().clone()
-            tm = self.token_mask.to(z.dtype)
+            tm = self.token_mask.to(z.device, z.dtype)
             self.z_sum[layer] = torch.einsum("rhtd,rt->hd", z.detach(), tm)
         if self.capture_final:
             self.pattern_final[layer] = final_pattern.detach().clone()
@@ -158,9 +158,9 @@ class Controller:
         if edit is None:
             return z
         if edit.keep is not None:
-            z = z * edit.keep.to(z.dtype)[:, :, None, None]
+            z = z * edit.keep.to(z.device, z.dtype)[:, :, None, None]
         if edit.add is not None:
-            z = z + edit.add.to(z.dtype)[:, :, None, :]
+            z = z + edit.add.to(z.device, z.dtype)[:, :, None, :]
         if edit.final is not None:
             z = z.clone()
             z[rows, :, end] = edit.final(final_pattern, value, z[rows, :, end])
@@ -265,6 +265,11 @@ def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: tuple, 
     return hidden
 
 
+def _at_end(x: torch.Tensor, end_pos: torch.Tensor) -> torch.Tensor:
+    """[R, T, d] -> [R, d]: each row at its sentence end (index tensors on x's device)."""
+    return x[torch.arange(x.shape[0], device=x.device), end_pos.to(x.device)]
+
+
 def clean_run(lm: LoadedModel, batch: SentenceBatch, capture_final: bool = False) -> CleanRun:
     """The unedited forward, keeping each layer's input residual, the clean head outputs and attention mass."""
     ctl = Controller(end_pos=batch.end_pos, emotion_mask=batch.emotion_mask, capture_z=True,
@@ -273,8 +278,7 @@ def clean_run(lm: LoadedModel, batch: SentenceBatch, capture_final: bool = False
         hidden, args, kwargs = _layer_call_inputs(lm, batch)
         record: list = []
         out = _run_layers(lm, hidden, 0, args, kwargs, record)
-    rows = torch.arange(len(batch))
-    return CleanRun(batch, record, args, kwargs, out[rows, batch.end_pos.to(out.device)], ctl)
+    return CleanRun(batch, record, args, kwargs, _at_end(out, batch.end_pos), ctl)
 
 
 def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[int, LayerEdit],
@@ -292,8 +296,7 @@ def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[
         hidden = clean.resid_pre[start].repeat(n_conditions, 1, 1)
         out = _run_layers(lm, hidden, start, _expand(clean.layer_args, b, n_conditions),
                           _expand(clean.layer_kwargs, b, n_conditions))
-    rows = torch.arange(out.shape[0])
-    return out[rows, ctl.end_pos.to(out.device)], ctl.mass
+    return _at_end(out, ctl.end_pos), ctl.mass
 
 
 def final_logprobs(lm: LoadedModel, final: torch.Tensor, token_sets: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -325,12 +328,15 @@ class Readout:
 
 
 def _metrics(lm: LoadedModel, final: torch.Tensor, readout: Readout) -> tuple[np.ndarray, np.ndarray]:
-    proj = (final.float() @ torch.as_tensor(readout.directions, dtype=torch.float32).T).numpy()
-    return proj, final_logprobs(lm, final, readout.token_sets).numpy()
+    """(projections [R, E], lexicon log-probs [R, E]) as float32 numpy, whatever the model's device and dtype."""
+    dirs = torch.as_tensor(readout.directions, dtype=torch.float32, device=final.device)
+    proj = (final.float() @ dirs.T).cpu().numpy()
+    return proj, final_logprobs(lm, final, readout.token_sets).cpu().numpy()
 
 
 def mean_head_outputs(lm: LoadedModel, batches: Sequence[SentenceBatch]) -> dict[int, torch.Tensor]:
-    """Dataset mean of each head's z over all real tokens: the value mean-ablation writes in. layer -> [H, dh]."""
+    """Dataset mean of each head's z over all real tokens: the value mean-ablation writes in. layer -> [H, dh]
+    (float32, on the CPU like every edit; `Controller.apply` moves edits to the model's device)."""
     sums: dict[int, torch.Tensor] = {}
     n = 0
     for batch in batches:
@@ -338,7 +344,7 @@ def mean_head_outputs(lm: LoadedModel, batches: Sequence[SentenceBatch]) -> dict
         for layer, s in run.ctl.z_sum.items():
             sums[layer] = sums.get(layer, 0) + s.double()
         n += int(batch.mask.sum())
-    return {layer: (s / max(n, 1)).float() for layer, s in sums.items()}
+    return {layer: (s / max(n, 1)).float().cpu() for layer, s in sums.items()}
 
 
 def screen_batch(lm: LoadedModel, batch: SentenceBatch, readout: Readout, ablation: str = "zero",
@@ -352,34 +358,65 @@ def screen_batch(lm: LoadedModel, batch: SentenceBatch, readout: Readout, ablati
     """
     a = arch(lm)
     layers = list(range(a.n_layers)) if layers is None else list(layers)
-    clean = clean_run(lm, batch)
-    proj0, logp0 = _metrics(lm, clean.final, readout)
+    clean = CleanScreen.of(lm, batch, readout)
     b, e = len(batch), readout.directions.shape[0]
     out = {"proj_delta": np.zeros((a.n_layers, a.n_heads, b, e), np.float32),
            "logprob_delta": np.zeros((a.n_layers, a.n_heads, b, e), np.float32),
            "mass_clean": np.zeros((a.n_layers, a.n_heads, b), np.float32),
            "mass_downstream_delta": np.zeros((a.n_layers, a.n_heads, b), np.float32)}
     for layer in range(a.n_layers):
-        out["mass_clean"][layer] = clean.ctl.mass[layer].T.numpy()
+        out["mass_clean"][layer] = clean.mass_clean(layer)
     for layer in layers:
-        keep = torch.ones(a.n_heads, b, a.n_heads)
-        for h in range(a.n_heads):
-            keep[h, :, h] = 0.0
-        keep = keep.reshape(a.n_heads * b, a.n_heads)
-        edit = LayerEdit(keep=keep)
-        if ablation == "mean":
-            edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
-        final, mass = run_edited(lm, clean, a.n_heads, {layer: edit})
-        proj, logp = _metrics(lm, final, readout)
-        out["proj_delta"][layer] = (proj.reshape(a.n_heads, b, e) - proj0[None])
-        out["logprob_delta"][layer] = (logp.reshape(a.n_heads, b, e) - logp0[None])
-        later = [m for m in range(layer + 1, a.n_layers)]
-        if later:
-            ablated = torch.stack([mass[m].reshape(a.n_heads, b, a.n_heads).mean(-1) for m in later]).mean(0)
-            base = torch.stack([clean.ctl.mass[m].mean(-1) for m in later]).mean(0)
-            out["mass_downstream_delta"][layer] = (ablated - base[None]).numpy()
+        for key, value in screen_layer(lm, clean, layer, readout, ablation, means).items():
+            out[key][layer] = value
         if progress is not None:
             progress.update(1)
+    return out
+
+
+@dataclass
+class CleanScreen:
+    """A clean run plus its readout: what every layer's screening forward of one sentence batch compares to."""
+
+    run: CleanRun
+    proj0: np.ndarray
+    logp0: np.ndarray
+
+    @classmethod
+    def of(cls, lm: LoadedModel, batch: SentenceBatch, readout: Readout) -> CleanScreen:
+        run = clean_run(lm, batch)
+        return cls(run, *_metrics(lm, run.final, readout))
+
+    def mass_clean(self, layer: int) -> np.ndarray:
+        """[H, B] attention mass of each head's sentence-end query on the emotion words."""
+        return self.run.ctl.mass[layer].T.float().cpu().numpy()
+
+
+def screen_layer(lm: LoadedModel, clean: CleanScreen, layer: int, readout: Readout, ablation: str = "zero",
+                 means: dict[int, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Every head of `layer` ablated singly, in one forward resumed at the layer (n_heads x B rows).
+
+    Returns proj_delta / logprob_delta [H, B, E] and mass_downstream_delta [H, B].
+    """
+    a = arch(lm)
+    b, e = len(clean.run.batch), readout.directions.shape[0]
+    keep = torch.ones(a.n_heads, b, a.n_heads)
+    for h in range(a.n_heads):
+        keep[h, :, h] = 0.0
+    keep = keep.reshape(a.n_heads * b, a.n_heads)
+    edit = LayerEdit(keep=keep)
+    if ablation == "mean":
+        edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
+    final, mass = run_edited(lm, clean.run, a.n_heads, {layer: edit})
+    proj, logp = _metrics(lm, final, readout)
+    out = {"proj_delta": proj.reshape(a.n_heads, b, e) - clean.proj0[None],
+           "logprob_delta": logp.reshape(a.n_heads, b, e) - clean.logp0[None],
+           "mass_downstream_delta": np.zeros((a.n_heads, b), np.float32)}
+    later = list(range(layer + 1, a.n_layers))
+    if later:
+        ablated = torch.stack([mass[m].reshape(a.n_heads, b, a.n_heads).mean(-1) for m in later]).mean(0)
+        base = torch.stack([clean.run.ctl.mass[m].mean(-1) for m in later]).mean(0)
+        out["mass_downstream_delta"] = (ablated - base[None]).float().cpu().numpy()
     return out
 
 
@@ -395,7 +432,7 @@ def screen_one_by_one(lm: LoadedModel, batch: SentenceBatch, readout: Readout, l
     with torch.inference_mode(), controlled(ctl):
         hidden, args, kwargs = _layer_call_inputs(lm, batch)
         out = _run_layers(lm, hidden, 0, args, kwargs)
-    final = out[torch.arange(len(batch)), batch.end_pos]
+    final = _at_end(out, batch.end_pos)
     return _metrics(lm, final, readout)[0] - _metrics(lm, clean.final, readout)[0]
 
 
@@ -414,17 +451,19 @@ def attribution_batch(lm: LoadedModel, batch: SentenceBatch, directions: np.ndar
             p.requires_grad_(False)
         with torch.enable_grad(), controlled(ctl):
             out = _run_layers(lm, hidden.detach().requires_grad_(True), 0, args, kwargs)
-            final = out[torch.arange(len(batch)), batch.end_pos]
-            (final * torch.as_tensor(directions, dtype=final.dtype)).sum().backward()
+            final = _at_end(out, batch.end_pos)
+            (final * torch.as_tensor(directions, dtype=final.dtype, device=final.device)).sum().backward()
     finally:
         for p in params:
             p.requires_grad_(True)
-    valid = batch.mask.to(torch.float32)[:, None, :, None]
+    valid = batch.mask[:, None, :, None]
     result = []
     for layer in range(lm.n_layers):
-        z = ctl.z_graph[layer].detach()          # [B, H, T, dh]
-        target = torch.zeros_like(z) if ablation == "zero" else means[layer][None, :, None, :].expand_as(z)
-        result.append(((target - z) * ctl.z_graph[layer].grad * valid).sum((2, 3)).T.numpy())
+        z = ctl.z_graph[layer].detach().float()  # [B, H, T, dh]
+        target = (torch.zeros_like(z) if ablation == "zero"
+                  else means[layer].to(z.device)[None, :, None, :].expand_as(z))
+        grad = ctl.z_graph[layer].grad.float()
+        result.append(((target - z) * grad * valid.to(z.device, z.dtype)).sum((2, 3)).T.cpu().numpy())
     return np.stack(result)
 
 
@@ -470,15 +509,18 @@ def source_stats(lm: LoadedModel, batches: Sequence[SentenceBatch], max_offset: 
     n = 0
     for batch in batches:
         run = clean_run(lm, batch, capture_final=True)
+        z_final = {m: t.double().cpu() for m, t in run.ctl.z_final.items()}
+        value = {m: t.double().cpu() for m, t in run.ctl.value.items()}
+        pattern = {m: t.double().cpu() for m, t in run.ctl.pattern_final.items()}
         for i, end in enumerate(batch.end_pos.tolist()):
             offs = torch.arange(end, 0, -1) - 1  # positions 1..end -> offsets end-1..0
             pos = torch.arange(1, end + 1)
             counts[offs] += 1
             for m in range(a.n_layers):
-                z[m] += run.ctl.z_final[m][i].double()
-                val[m][:, offs] += run.ctl.value[m][i][:, pos].double()
-                pbos[m] += run.ctl.pattern_final[m][i][:, 0].double()
-                pat[m][:, offs] += run.ctl.pattern_final[m][i][:, pos].double()
+                z[m] += z_final[m][i]
+                val[m][:, offs] += value[m][i][:, pos]
+                pbos[m] += pattern[m][i][:, 0]
+                pat[m][:, offs] += pattern[m][i][:, pos]
             n += 1
     safe = counts.clamp(min=1)
     return SourceStats({m: (v / n).float() for m, v in z.items()},
@@ -496,10 +538,11 @@ def patch_edit(mode: str, stats: SourceStats, layer: int, head_rows: torch.Tenso
 
     def aligned(t_len: int, end: torch.Tensor, source: torch.Tensor, own: torch.Tensor, fill_mask: bool):
         # source [H, K(, dh)] by offset -> [R, H, T(, dh)] by target position; uncovered positions keep `own`.
-        pos = torch.arange(t_len)[None, :]
+        source = source.to(own.device)
+        pos = torch.arange(t_len, device=own.device)[None, :]
         off = end[:, None] - pos                                  # [R, T] offset from the sentence end
         covered = (pos >= 1) & (off >= 0) & (off < source.shape[1])
-        covered &= stats.counts[off.clamp(0, source.shape[1] - 1)] > 0
+        covered &= stats.counts.to(own.device)[off.clamp(0, source.shape[1] - 1)] > 0
         src = source[:, off.clamp(0, source.shape[1] - 1)]        # [H, R, T(, dh)]
         src = src.transpose(0, 1)                                # [R, H, T(, dh)]
         cov = covered[:, None, :, None] if src.ndim == 4 else covered[:, None, :]
@@ -510,7 +553,7 @@ def patch_edit(mode: str, stats: SourceStats, layer: int, head_rows: torch.Tenso
     def final(pattern_final, value, z_final):
         end = end_pos.to(z_final.device)
         if mode == "result":
-            new = stats.z[layer].to(z_final.dtype)[None].expand_as(z_final)
+            new = stats.z[layer].to(z_final.device, z_final.dtype)[None].expand_as(z_final)
         else:
             v_src, _ = aligned(value.shape[2], end, stats.values[layer], value, True)
             if mode == "v_only":
@@ -518,7 +561,7 @@ def patch_edit(mode: str, stats: SourceStats, layer: int, head_rows: torch.Tenso
             else:
                 p, _ = aligned(value.shape[2], end, stats.pattern[layer], pattern_final, False)
                 p = p.clone()
-                p[:, :, 0] = stats.pattern_bos[layer].to(p.dtype)[None]
+                p[:, :, 0] = stats.pattern_bos[layer].to(p.device, p.dtype)[None]
                 p = p / p.sum(-1, keepdim=True).clamp(min=1e-12)
                 new = torch.einsum("rht,rhtd->rhd", p, v_src)
         return torch.where(sel[:, :, None].to(z_final.device), new, z_final)

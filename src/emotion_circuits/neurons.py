@@ -51,16 +51,17 @@ def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) ->
         with torch.enable_grad(), H.controlled(None):
             hidden = hidden.detach().requires_grad_(True)
             out = H._run_layers(lm, hidden, 0, args, kwargs)
-            final = out[torch.arange(len(batch)), batch.end_pos]
-            objective = (final * torch.as_tensor(directions, dtype=final.dtype)).sum()
+            final = H._at_end(out, batch.end_pos)
+            objective = (final * torch.as_tensor(directions, dtype=final.dtype, device=final.device)).sum()
             objective.backward()
     finally:
         for p in params:
             p.requires_grad_(True)
         for h in handles:
             h.remove()
-    valid = batch.mask.to(torch.float32)[:, :, None]
-    return np.stack([(acts[m].detach() * acts[m].grad * valid).sum(1).numpy() for m in range(lm.n_layers)], axis=1)
+    valid = batch.mask[:, :, None].to(hidden.device, torch.float32)
+    return np.stack([(acts[m].detach().float() * acts[m].grad.float() * valid).sum(1).cpu().numpy()
+                     for m in range(lm.n_layers)], axis=1)
 
 
 @contextlib.contextmanager
@@ -71,7 +72,7 @@ def neuron_masks(lm: LoadedModel, masks: dict[int, torch.Tensor]) -> Iterator[No
 
     def pre(mask):
         def hook(mod, args):
-            return (args[0] * mask.to(args[0].dtype)[:, None, :], *args[1:])
+            return (args[0] * mask.to(args[0].device, args[0].dtype)[:, None, :], *args[1:])
         return hook
 
     try:

@@ -254,9 +254,13 @@ class HeadParams:
     n_generate: int = 8                      # emotional sentences continued per head for the generation metric
     max_new_tokens: int = 16
     prepend_bos: bool = True
+    device: str = "cpu"                      # auto = cuda > mps > cpu
+    dtype: str = "float32"                   # auto = bfloat16 on GPUs, float32 on CPU
 
     def __post_init__(self) -> None:
         import re
+
+        _check_device("heads", self.device, self.dtype)
 
         for name in ("patch_heads", "patch_modes", "evaluators"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
