@@ -5,29 +5,24 @@ run on Ray actors (one per GPU where GPUs exist), otherwise here. Either way the
 order, so the outs are byte-identical.
 """
 
-from pathlib import Path
 
 from emotion_circuits import activations as acts
-from emotion_circuits import cli
+from emotion_circuits import cli, paths
 from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json
 from emotion_circuits.models import RANDOM_INIT_SUFFIX
 from emotion_circuits.resources import resolve_device
 
-DATASET = Path("results/dataset/sentences.parquet")
-OUT = Path("results/activations")
-METRICS = Path("metrics/activations.json")
-
 
 def run(params, args) -> None:
     p = params.activations
-    sentences = read_parquet(DATASET)
+    sentences = read_parquet(paths.DATASET / "sentences.parquet")
     # Random-init copies are the alignment stage's null models (a map must not align them).
     names = [*params.models, *([m + RANDOM_INIT_SUFFIX for m in params.models] if p.random_init_controls else [])]
     device = resolve_device(p.device)
     task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos, device, p.dtype,
                                params.seed)
-    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+    with staged_outputs(*paths.STAGES["activations"].targets()) as (out, metrics_path):
         metrics, timing = acts.extract_models(names, sentences, task, execution_config(params), out, p.shard_rows,
                                               progress=not args.no_progress)
         # `timing` (incl. peak RSS, which bounds memory: extraction streams one chunk at a time into shards of

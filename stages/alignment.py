@@ -1,25 +1,19 @@
 """Stage `alignment`: cross-model and self subspace comparison with null baselines (principal angles,
 cos^2 overlap, linear map fit on neutral sentences, Procrustes, CCA, CKA, k-sweep)."""
 
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from emotion_circuits import alignment as al
-from emotion_circuits import cli
+from emotion_circuits import cli, paths
 from emotion_circuits.activations import load_activations, model_dirname
 from emotion_circuits.errors import UserError
 from emotion_circuits.io import staged_outputs, write_json
 from emotion_circuits.models import RANDOM_INIT_SUFFIX
 
-ACTIVATIONS = Path("results/activations")
-OUT = Path("results/alignment")
-METRICS = Path("metrics/alignment.json")
-PLOTS = Path("metrics/plots/alignment")
-
 
 def _load(model: str, position: str, hook: str):
-    path = ACTIVATIONS / model_dirname(model)
+    path = paths.ACTIVATIONS / model_dirname(model)
     if not path.exists():
         return None, None
     index, acts = load_activations(path, position)
@@ -45,7 +39,7 @@ def run(params, args) -> None:
     jobs = [(a, b, la, lb) for a in params.models for b in params.models
             for la, lb in al.layer_pairs(len(data[a][1]), len(data[b][1]), p.n_layer_pairs)]
     results = []
-    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+    with staged_outputs(*paths.STAGES["alignment"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         for a, b, la, lb in tqdm(jobs, desc="alignment", disable=args.no_progress):

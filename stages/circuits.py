@@ -2,37 +2,30 @@
 neurons against random neurons; OV and QK token tables of the screening's top heads."""
 
 import time
-from pathlib import Path
 
-from emotion_circuits import EMOTIONS, circuits, cli, head_runs
+from emotion_circuits import EMOTIONS, circuits, cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet, write_tensors
 from emotion_circuits.models import load_model
 
-DATASET = Path("results/dataset")
-VECTORS = Path("results/vectors")
-SCREENING = Path("results/head_screening")
-OUT = Path("results/circuits")
-METRICS = Path("metrics/circuits.json")
-
 
 def run(params, args) -> None:
     hp = params.heads
-    sentences = read_parquet(DATASET / "sentences.parquet")
+    sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
-    lexicons = load_lexicons(DATASET / "lexicons.json")
+    lexicons = load_lexicons(paths.DATASET / "lexicons.json")
     lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
     H.prepare(lm)
-    readout = head_runs.load_readout(VECTORS, lm, lexicons)
-    top = head_runs.top_heads(read_parquet(SCREENING / "summary.parquet"), hp.top_k)
+    readout = head_runs.load_readout(paths.VECTORS, lm, lexicons)
+    top = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), hp.top_k)
     heads = sorted({h for hs in top.values() for h in hs})
-    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+    with staged_outputs(*paths.STAGES["circuits"].targets()) as (out, metrics_path):
         out.mkdir()
         start = time.perf_counter()
         saliency, top_neurons, neuron_table = head_runs.neuron_experiments(lm, emo, readout, hp, params.seed,
                                                                            progress=not args.no_progress)
-        layer_dirs = head_runs.layer_directions(VECTORS, lm, "resid_post")
+        layer_dirs = head_runs.layer_directions(paths.VECTORS, lm, "resid_post")
         ov = circuits.ov_table(lm, heads, {m: layer_dirs[m] for m in range(lm.n_layers)}, EMOTIONS, hp.n_tokens)
         queries = head_runs.sentence_end_means(lm, emo, hp.batch_size, hp.prepend_bos)
         lex_ids = dict(zip(EMOTIONS, readout.token_sets))

@@ -1,12 +1,8 @@
 """Stage `dataset`: validate, deduplicate and split the bundled data into results/dataset/."""
 
-from pathlib import Path
 
-from emotion_circuits import cli, data
+from emotion_circuits import cli, data, paths
 from emotion_circuits.io import staged_outputs, write_json, write_parquet
-
-OUT = Path("results/dataset")
-METRICS = Path("metrics/dataset.json")
 
 
 def run(params, args) -> None:
@@ -17,7 +13,7 @@ def run(params, args) -> None:
     lexicons = data.load_lexicons(p.lexicons)
     metrics.update(n_real_world=len(real_world), n_steering_prompts=len(prompts),
                    lexicon_sizes={k: len(v) for k, v in lexicons.items()})
-    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+    with staged_outputs(*paths.STAGES["dataset"].targets()) as (out, metrics_path):
         out.mkdir()
         write_parquet(out / "sentences.parquet", sentences)
         write_parquet(out / "real_world.parquet", real_world)

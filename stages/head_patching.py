@@ -3,27 +3,20 @@ emotional output patched into neutral runs (and neutral into emotional) in modes
 each next to random same-size head sets."""
 
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from emotion_circuits import cli, head_runs
+from emotion_circuits import cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
 from emotion_circuits.models import load_model
 
-DATASET = Path("results/dataset")
-VECTORS = Path("results/vectors")
-SCREENING = Path("results/head_screening")
-OUT = Path("results/head_patching")
-METRICS = Path("metrics/heads_patching.json")
-
 
 def run(params, args) -> None:
     hp = params.heads
-    sentences = read_parquet(DATASET / "sentences.parquet")
+    sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
     lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
@@ -37,9 +30,9 @@ def run(params, args) -> None:
                                             f"({a.n_layers} layers x {a.n_heads} heads)")
         heads = {e: chosen for e in head_runs.EMOTIONS}
     else:
-        heads = head_runs.top_heads(read_parquet(SCREENING / "summary.parquet"), hp.top_k)
-    readout = head_runs.load_readout(VECTORS, lm, load_lexicons(DATASET / "lexicons.json"))
-    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+        heads = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), hp.top_k)
+    readout = head_runs.load_readout(paths.VECTORS, lm, load_lexicons(paths.DATASET / "lexicons.json"))
+    with staged_outputs(*paths.STAGES["head_patching"].targets()) as (out, metrics_path):
         out.mkdir()
         start = time.perf_counter()
         means = None

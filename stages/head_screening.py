@@ -2,11 +2,10 @@
 of the final residual's emotion projection, lexicon log-probabilities and attention on emotion words."""
 
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from emotion_circuits import cli, head_runs
+from emotion_circuits import cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
@@ -15,16 +14,10 @@ from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_
 from emotion_circuits.models import load_model
 from emotion_circuits.resources import resolve_device, resolve_dtype
 
-DATASET = Path("results/dataset")
-VECTORS = Path("results/vectors")
-OUT = Path("results/head_screening")
-METRICS = Path("metrics/heads.json")
-PLOTS = Path("metrics/plots/heads")
-
 
 def run(params, args) -> None:
     hp = params.heads
-    sentences = read_parquet(DATASET / "sentences.parquet")
+    sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     device = resolve_device(hp.device)
     dtype = resolve_dtype(hp.dtype, device)
@@ -33,8 +26,8 @@ def run(params, args) -> None:
     if not lm.causal:
         raise ParamsError(f"heads.model {hp.model!r} is an encoder; head screening needs a causal model")
     H.prepare(lm)
-    readout = head_runs.load_readout(VECTORS, lm, load_lexicons(DATASET / "lexicons.json"))
-    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+    readout = head_runs.load_readout(paths.VECTORS, lm, load_lexicons(paths.DATASET / "lexicons.json"))
+    with staged_outputs(*paths.STAGES["head_screening"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         start = time.perf_counter()
@@ -77,7 +70,8 @@ def run(params, args) -> None:
                 "readout": f"blocks.{lm.n_layers - 1}.hook_resid_post emotion vectors (sentence_end), unit norm",
                 "dtype": dtype,
                 "attribution": {k: v for k, v in agreement.items() if k != "seconds"},
-                "timing": {"device": device, "executor": params.executor, "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
+                "timing": {"device": device, "executor": params.executor,
+                           "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
                            "total_seconds": round(time.perf_counter() - start, 1)}}
         write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info))
 
@@ -85,7 +79,7 @@ def run(params, args) -> None:
 def _evaluators(hp, sentences, seed):
     from emotion_circuits.evaluation import build_evaluators
 
-    return build_evaluators(hp.evaluators, load_lexicons(DATASET / "lexicons.json"), sentences, seed)
+    return build_evaluators(hp.evaluators, load_lexicons(paths.DATASET / "lexicons.json"), sentences, seed)
 
 
 if __name__ == "__main__":

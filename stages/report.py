@@ -3,15 +3,14 @@ metrics JSON and plots among this stage's deps in dvc.yaml; every number in a ve
 
 from pathlib import Path
 
-from emotion_circuits import cli
+from emotion_circuits import cli, paths
 from emotion_circuits import report as R
 from emotion_circuits.errors import DataError
 from emotion_circuits.io import read_json, staged_outputs
 
-OUT = Path("results/report")
 DEFAULT_DEPS = [R.DATASET, R.ACTIVATIONS, R.VECTORS, R.ALIGNMENT, R.STEERING, R.SINGLE, R.STATS,
-                "results/vectors/plots", "results/alignment/plots", "results/steering_sweep/plots",
-                "results/statistics/plots"]
+                *(str(paths.STAGES[name].out / "plots") for name in ("vectors", "alignment", "steering_sweep",
+                                                                      "statistics"))]
 
 
 def run(params, args) -> None:
@@ -31,7 +30,7 @@ def run(params, args) -> None:
     if R.STATS not in metrics:
         raise DataError(f"the report needs {R.STATS} among its deps (run the statistics stage)")
     doc = R.build(metrics, figures, R.reproducibility(Path("dvc.lock"), Path("dvc.yaml"), "report"), R.versions())
-    with staged_outputs(OUT) as (out,):
+    with staged_outputs(*paths.STAGES["report"].targets()) as (out,):
         R.write(doc, figures, out)
 
 

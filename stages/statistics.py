@@ -4,17 +4,15 @@ alignment sweep. Extra effect tables join through dvc.yaml: any `effect_samples.
 
 from pathlib import Path
 
-from emotion_circuits import cli
+from emotion_circuits import cli, paths
 from emotion_circuits import stats as S
 from emotion_circuits.errors import DataError
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
 
-SWEEP = Path("results/steering_sweep/generations.parquet")
-SINGLE = Path("results/steering/generations.parquet")
-ALIGNMENT = Path("results/alignment/scores.parquet")
-OUT = Path("results/statistics")
-METRICS = Path("metrics/statistics.json")
-PLOTS = Path("metrics/plots/statistics")
+
+SWEEP = paths.STEERING_SWEEP / "generations.parquet"
+SINGLE = paths.STEERING / "generations.parquet"
+ALIGNMENT = paths.ALIGNMENT / "scores.parquet"
 
 
 def run(params, args) -> None:
@@ -43,7 +41,7 @@ def run(params, args) -> None:
                    f: v["median_power"] for f, v in S.family_summary(effects, cfg).items()}},
                "alignment_k": {"variant": params.alignment.primary_variant, "null_band": list(S.NULL_BANDS),
                                "pairs": S.summarise_k(ktable)}}
-    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+    with staged_outputs(*paths.STAGES["statistics"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         write_parquet(out / "effect_samples.parquet", samples)

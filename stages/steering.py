@@ -3,11 +3,10 @@ prompts and the real-world texts: sentence-end vs emotion-token vectors, prompt-
 patching of emotional texts, random controls, and cross-model directions mapped through the alignment map."""
 
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from emotion_circuits import EMOTIONS, cli, report_steering, sweep
+from emotion_circuits import EMOTIONS, cli, paths, report_steering, sweep
 from emotion_circuits.activations import load_activations, model_dirname
 from emotion_circuits.alignment import direction_map, layer_pairs
 from emotion_circuits.data import load_lexicons
@@ -17,28 +16,22 @@ from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_
 from emotion_circuits.executor import execution_config
 from emotion_circuits.models import load_model
 from emotion_circuits.params import POSITIONS
-from emotion_circuits.steering import Condition, random_directions
-
-DATASET = Path("results/dataset")
-VECTORS = Path("results/vectors")
-ACTIVATIONS = Path("results/activations")
-OUT = Path("results/steering")
-METRICS = Path("metrics/steering_alpha.json")
+from emotion_circuits.steering import random_directions
 
 
 def cross_model_directions(s, seed_layer_target: int, n_layers_target: int):
     """Source-model emotion vectors mapped into the steering model's space; None when not configured."""
     if not s.cross_model_source:
         return None, "skipped: set steering.cross_model_source to a second causal model with activations"
-    src_index, src = load_activations(ACTIVATIONS / model_dirname(s.cross_model_source), s.vector_position)
-    _, dst = load_activations(ACTIVATIONS / model_dirname(s.model), s.vector_position)
+    src_index, src = load_activations(paths.ACTIVATIONS / model_dirname(s.cross_model_source), s.vector_position)
+    _, dst = load_activations(paths.ACTIVATIONS / model_dirname(s.model), s.vector_position)
     n_src = len({k.split(".")[1] for k in src})
     pairs = dict((b, a) for a, b in layer_pairs(n_src, n_layers_target, n_layers_target))
     src_layer = pairs.get(seed_layer_target, round(seed_layer_target * (n_src - 1) / max(n_layers_target - 1, 1)))
     xa, xb = src[f"blocks.{src_layer}.hook_resid_pre"], dst[f"blocks.{seed_layer_target}.hook_resid_pre"]
     labels, split = src_index["emotion"].to_numpy(), src_index["split"].to_numpy()
     mapper, heldout = direction_map(xa, xb, labels, split, 48, (0.1, 1.0, 10.0, 100.0))
-    vecs = sweep.load_directions(VECTORS, s.cross_model_source, s.vector_position, [src_layer], "raw")
+    vecs = sweep.load_directions(paths.VECTORS, s.cross_model_source, s.vector_position, [src_layer], "raw")
     return {e: mapper(vecs[(e, src_layer)]) for e in EMOTIONS}, {"source": s.cross_model_source,
                                                                  "source_layer": src_layer, "map_r2_heldout": heldout}
 
@@ -46,25 +39,23 @@ def cross_model_directions(s, seed_layer_target: int, n_layers_target: int):
 def run(params, args) -> None:
     s, alpha, layer = params.steering, float(params.alpha), params.steering.layer
     spec = report_steering.spec_from_params(s)
-    neutral = read_parquet(DATASET / "steering_prompts.parquet").head(s.single_prompts)
-    real = read_parquet(DATASET / "real_world.parquet")
+    neutral = read_parquet(paths.DATASET / "steering_prompts.parquet").head(s.single_prompts)
+    real = read_parquet(paths.DATASET / "real_world.parquet")
     prompts = pd.concat([neutral.assign(prompt_set="neutral", label="neutral"),
                          real[["id", "text", "label"]].assign(prompt_set="real_world")], ignore_index=True)
-    dirs = {pos: sweep.load_directions(VECTORS, s.model, pos, [layer], s.unit, s.direction) for pos in POSITIONS}
+    dirs = {pos: sweep.load_directions(paths.VECTORS, s.model, pos, [layer], s.unit, s.direction) for pos in POSITIONS}
     other_kind = "pca1" if s.direction == "vector" else "vector"
-    alt = sweep.load_directions(VECTORS, s.model, s.vector_position, [layer], s.unit, other_kind)
+    alt = sweep.load_directions(paths.VECTORS, s.model, s.vector_position, [layer], s.unit, other_kind)
     lm = load_model(s.model, device=s.device, dtype=s.dtype, seed=params.seed, use_bridge=False)
     if not 0 <= layer < lm.n_layers:
         raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
     crossed, cross_info = cross_model_directions(s, layer, lm.n_layers)
-    conds, meta = [], []
+    grid = sweep.ConditionSet(spec)
 
     def add(p, kind, emotion, direction, variant="prompt_only", iterative=False, source="none", random_id=-1):
-        conds.append(Condition(p.text, layer, alpha if direction is not None else 0.0, direction, spec.window,
-                               spec.schedule, spec.decay, iterative))
-        meta.append({"prompt_id": p.id, "prompt_set": p.prompt_set, "label": p.label, "kind": kind,
-                     "emotion": emotion, "source_emotion": source, "layer": layer, "alpha": alpha if direction is
-                     not None else 0.0, "variant": variant, "random_id": random_id})
+        grid.add(p.text, layer, alpha if direction is not None else 0.0, direction, iterative, prompt_id=p.id,
+                 prompt_set=p.prompt_set, label=p.label, kind=kind, emotion=emotion, source_emotion=source,
+                 variant=variant, random_id=random_id)
 
     for p in prompts.itertuples():
         add(p, "baseline", "none", None)
@@ -87,10 +78,10 @@ def run(params, args) -> None:
         for p in prompts[prompts["prompt_set"] == "neutral"].itertuples():
             for j, r in enumerate(randoms):
                 add(p, "random", e, r, "random", random_id=j)
-    meta = pd.DataFrame(meta)
-    evaluators = build_evaluators(s.evaluators, load_lexicons(DATASET / "lexicons.json"),
-                                  read_parquet(DATASET / "sentences.parquet"), params.seed)
-    with staged_outputs(OUT, METRICS) as (out, metrics_path):
+    conds, meta = grid.table()
+    evaluators = build_evaluators(s.evaluators, load_lexicons(paths.DATASET / "lexicons.json"),
+                                  read_parquet(paths.DATASET / "sentences.parquet"), params.seed)
+    with staged_outputs(*paths.STAGES["steering"].targets()) as (out, metrics_path):
         out.mkdir()
         start = time.perf_counter()
         table = sweep.run_and_score(lm, conds, meta, evaluators, sweep.generation_task(s, params.seed),

@@ -1,32 +1,25 @@
 """Stage `steering_sweep`: layers x alphas x emotions over neutral prompts, with equal-norm random controls."""
 
 import time
-from pathlib import Path
 
-from emotion_circuits import cli, report_steering, sweep
+from emotion_circuits import cli, paths, report_steering, sweep
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.evaluation import build_evaluators
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
 from emotion_circuits.executor import execution_config
 from emotion_circuits.models import load_model
 
-DATASET = Path("results/dataset")
-VECTORS = Path("results/vectors")
-OUT = Path("results/steering_sweep")
-METRICS = Path("metrics/steering.json")
-PLOTS = Path("metrics/plots/steering")
-
 
 def run(params, args) -> None:
     s = params.steering
     spec = report_steering.spec_from_params(s)
-    prompts = read_parquet(DATASET / "steering_prompts.parquet").head(s.n_prompts)
-    directions = sweep.load_directions(VECTORS, s.model, s.vector_position, s.layers, s.unit, s.direction)
+    prompts = read_parquet(paths.DATASET / "steering_prompts.parquet").head(s.n_prompts)
+    directions = sweep.load_directions(paths.VECTORS, s.model, s.vector_position, s.layers, s.unit, s.direction)
     conds, meta = sweep.build_grid(prompts, directions, s.emotions, s.layers, s.alphas, s.n_random, s.random_alphas,
                                    spec, params.seed, s.random_prompts)
-    evaluators = build_evaluators(s.evaluators, load_lexicons(DATASET / "lexicons.json"),
-                                  read_parquet(DATASET / "sentences.parquet"), params.seed)
-    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+    evaluators = build_evaluators(s.evaluators, load_lexicons(paths.DATASET / "lexicons.json"),
+                                  read_parquet(paths.DATASET / "sentences.parquet"), params.seed)
+    with staged_outputs(*paths.STAGES["steering_sweep"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         # plain HF + module hooks: same hook points as the bridge, faster decoding

@@ -1,31 +1,25 @@
 """Stage `vectors`: emotion vectors, norms, cosine tables, PCA subspaces and linear probes per layer."""
 
-from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emotion_circuits import cli
+from emotion_circuits import cli, paths
 from emotion_circuits import vectors as vec
 from emotion_circuits.activations import load_activations, model_dirname
 from emotion_circuits.io import staged_outputs, write_json, write_parquet, write_tensors
-
-ACTIVATIONS = Path("results/activations")
-OUT = Path("results/vectors")
-METRICS = Path("metrics/vectors.json")
-PLOTS = Path("metrics/plots/vectors")
 
 
 def run(params, args) -> None:
     p = params.vectors
     tables: dict[str, list] = {"norms": [], "cosines": [], "probes": [], "pca": []}
     vectors_by_model = {}
-    with staged_outputs(OUT, METRICS, PLOTS) as (out, metrics_path, plots):
+    with staged_outputs(*paths.STAGES["vectors"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         jobs = [(m, pos) for m in params.models for pos in params.activations.positions]
         for model, position in tqdm(jobs, desc="vectors", disable=args.no_progress):
-            index, acts = load_activations(ACTIVATIONS / model_dirname(model), position)
+            index, acts = load_activations(paths.ACTIVATIONS / model_dirname(model), position)
             tensors, norms, cosines, probes, pcas = vec.analyse_model(
                 model, position, acts, index["emotion"].to_numpy(), index["split"].to_numpy(), p.n_components,
                 p.probe_hooks, params.seed)

@@ -15,24 +15,18 @@ from emotion_circuits.models import load_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_llama():
-    return load_model("tiny-llama")
+def _session_model(name: str):
+    """A fixture loading `name` once per test session (model loads dominate the fast suite's time)."""
+    @pytest.fixture(scope="session")
+    def fixture():
+        return load_model(name)
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2():
-    return load_model("tiny-gpt2")
-
-
-@pytest.fixture(scope="session")
-def tiny_bert():
-    return load_model("tiny-bert")
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    return load_model("smollm2-135m")
+tiny_llama = _session_model("tiny-llama")
+tiny_gpt2 = _session_model("tiny-gpt2")
+tiny_bert = _session_model("tiny-bert")
+smollm2 = _session_model("smollm2-135m")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

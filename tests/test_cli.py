@@ -108,3 +108,58 @@ def test_alignment_params_are_checked_for_consistency(tmp_path):
         project = _project(tmp_path / str(i), alignment=override)
         with pytest.raises(ParamsError, match=message):
             load_params(project / "params.yaml")
+
+
+def test_stage_paths_agree_with_dvc_yaml():
+    """Stages write where `paths.STAGES` says; DVC tracks what dvc.yaml says: both must name the same outs."""
+    from emotion_circuits import paths
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert sorted(stages) == sorted(paths.STAGES)
+    for name, stage in stages.items():
+        outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
+        assert outs == {str(p) for p in paths.STAGES[name].targets()}, name
+        assert "src/emotion_circuits/paths.py" in stage["deps"], name
+
+
+# Plumbing that cannot change a stage's numbers or bytes: argument parsing, params validation, error types.
+_PLUMBING = {"__init__.py", "cli.py", "params.py", "errors.py"}
+
+
+def _library_imports(path) -> set[str]:
+    """emotion_circuits modules (file names) that `path` imports, at the top or inside functions."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and not module.startswith("emotion_circuits"):
+                continue
+            parts = module.split(".")[1:] if node.level == 0 else ([module] if module else [])
+            if parts and parts[0]:
+                names.add(parts[0] + ".py")
+            else:  # `from emotion_circuits import x` / `from . import x`: x may be a module
+                names.update(a.name + ".py" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[1] + ".py" for a in node.names
+                         if a.name.startswith("emotion_circuits."))
+    src = ROOT / "src/emotion_circuits"
+    return {n for n in names if (src / n).exists()}
+
+
+def test_every_library_module_a_stage_runs_is_a_dvc_dep():
+    """`dvc repro` reruns a stage when its code changes only if dvc.yaml lists that code: walk each stage's
+    imports (transitively, lazy imports included) and require every library module among its deps."""
+    src = ROOT / "src/emotion_circuits"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        seen, todo = set(), _library_imports(ROOT / "stages" / f"{name}.py")
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo |= _library_imports(src / module)
+        needed = {f"src/emotion_circuits/{m}" for m in seen - _PLUMBING}
+        missing = needed - set(stage["deps"])
+        assert not missing, f"stage {name}: add to its deps in dvc.yaml: {sorted(missing)}"

@@ -167,8 +167,11 @@ def test_neuron_saliency_predicts_single_neuron_ablation(llama):
     proj, _ = neurons.run_neuron_sets(llama, batch, readout, [[top]])
     # zeroing a neuron changes the projection by about -saliency (first order)
     np.testing.assert_allclose(proj[0, :, 0], -sal[:, top[0], top[1]], rtol=0.3, atol=1e-4)
-    rnd = neurons.random_neuron_sets(llama.n_layers, neurons.d_mlp(llama), 3, 2, 0, [top])
-    assert all(len(s) == 3 and top not in s for s in rnd)
+    rnd = H.random_unit_sets((llama.n_layers, neurons.d_mlp(llama)), 3, 2, 0, [top])
+    assert all(len(s) == 3 == len(set(s)) and top not in s for s in rnd) and rnd[0] != rnd[1]
+    assert rnd == H.random_unit_sets((llama.n_layers, neurons.d_mlp(llama)), 3, 2, 0, [top])  # seeded
+    heads = H.random_unit_sets((3, 4), 11, 1, 5, [(0, 0)])[0]  # all heads but the excluded one
+    assert heads == [(m, h) for m in range(3) for h in range(4) if (m, h) != (0, 0)]
 
 
 def test_bad_params_are_one_clear_error():
@@ -260,3 +263,26 @@ def test_bfloat16_screening_tracks_float32():
     assert spearmanr(a, b).statistic > 0.9
     att = H.attribution_batch(lm16, H.make_batch(lm16, TEXTS, WORDS), readout.directions[[0, 1, 2, 0, 1]])
     assert att.dtype == np.float32 and np.isfinite(att).all()
+
+
+def test_out_of_memory_screens_fewer_heads_per_forward(llama, monkeypatch, caplog):
+    """A forward of n_heads x B rows that does not fit is retried with half the heads (logged); same numbers."""
+    batch, readout = H.make_batch(llama, TEXTS, WORDS), readout_for(llama)
+    clean = H.CleanScreen.of(llama, batch, readout)
+    whole = H.screen_layer(llama, clean, 1, readout)
+    real = H.run_edited
+
+    def small_memory(lm, run, n_conditions, *args, **kwargs):
+        if n_conditions * len(run.batch) > 2 * len(TEXTS):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(lm, run, n_conditions, *args, **kwargs)
+
+    monkeypatch.setattr(H, "run_edited", small_memory)
+    with caplog.at_level("WARNING"):
+        halved = H.screen_layer(llama, clean, 1, readout)
+    assert "batch size halved to 2" in caplog.text
+    for key, value in whole.items():
+        np.testing.assert_allclose(halved[key], value, rtol=1e-5, atol=1e-6)
+    proj, _ = H.run_head_sets(llama, batch, readout, [[(0, h)] for h in range(4)] + [[(1, 0), (2, 3)]], "zero",
+                              chunk=5)
+    assert proj.shape == (5, len(TEXTS), 3) and "head sets (zero)" in caplog.text

@@ -63,13 +63,10 @@ def tokenize_row(tokenizer, text: str, emotion_words: Sequence[str], prepend_bos
 
 
 def pad_right(rows: Sequence[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
-        mask[i, : len(r.input_ids)] = 1
-    return ids, mask
+    """(input_ids, attention_mask) of tokenised rows, right-padded."""
+    from .padding import pad_with_mask
+
+    return pad_with_mask([r.input_ids for r in rows], pad_id, "right")
 
 
 def position_reducers(rows: Sequence[TokenizedRow], width: int, positions: Sequence[str]) -> dict[str, Reducer]:

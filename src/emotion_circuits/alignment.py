@@ -259,12 +259,14 @@ def align_layer_pair(xa: np.ndarray, xb: np.ndarray, labels: np.ndarray, split: 
     # Principal axes are nested, so every k of the sweep is a slice of the k_max bases: one SVD per subspace.
     full_a = emotion_subspaces(za, labels, fit, kmax, cfg.center)
     full_b = emotion_subspaces(zb, labels, fit, kmax, cfg.center)
-    perms = []
-    for _ in range(cfg.n_perm):  # (b): emotion labels shuffled among emotional rows, same for A and B
+    # (b): emotion labels shuffled among emotional rows, the same shuffles for A and B and for both nulls below
+    shuffled = []
+    for _ in range(cfg.n_perm):
         permuted = labels.copy()
         permuted[emo_rows] = rng.permutation(labels[emo_rows])
-        perms.append((emotion_subspaces(za, permuted, fit, kmax, cfg.center),
-                      emotion_subspaces(zb, permuted, fit, kmax, cfg.center)))
+        shuffled.append(permuted)
+    perms = [(emotion_subspaces(za, p, fit, kmax, cfg.center), emotion_subspaces(zb, p, fit, kmax, cfg.center))
+             for p in shuffled]
     nb = zb[neutral_fit]
     neutral_full, _ = principal_subspace(nb, kmax, nb.mean(axis=0))
     if same_width:  # coordinates comparable without a map (self pairs, equal-width models)
@@ -283,12 +285,8 @@ def align_layer_pair(xa: np.ndarray, xb: np.ndarray, labels: np.ndarray, split: 
     def specific(v: np.ndarray) -> np.ndarray:
         return v - v.mean(axis=0)
 
-    spec_null = []
-    for _ in range(cfg.n_perm):
-        permuted = labels.copy()
-        permuted[emo_rows] = rng.permutation(labels[emo_rows])
-        spec_null.append(np.diag(mapped_vector_cosines(m, specific(emotion_differences(za, permuted, fit)),
-                                                       specific(emotion_differences(zb, permuted, fit)))).mean())
+    spec_null = [np.diag(mapped_vector_cosines(m, specific(emotion_differences(za, p, fit)),
+                                               specific(emotion_differences(zb, p, fit)))).mean() for p in shuffled]
     out["specific_vector_cosine_after"] = null_summary(
         float(np.diag(mapped_vector_cosines(m, specific(vec_a), specific(vec_b))).mean()), np.array(spec_null))
 

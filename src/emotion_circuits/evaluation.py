@@ -20,6 +20,7 @@ import torch
 
 from . import EMOTIONS, LABELS
 from .errors import ModelLoadError
+from .padding import pad_with_mask
 from .resources import run_with_backoff
 
 METRIC_DIRECTIONS = {
@@ -143,13 +144,7 @@ def continuation_nll(lm, prompts: Sequence[Sequence[int]], continuations: Sequen
 
     def run(lo: int, hi: int) -> None:
         rows = list(range(lo, hi))
-        seqs = [list(prompts[i]) + list(continuations[i]) for i in rows]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, s in enumerate(seqs):
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
+        ids, mask = pad_with_mask([list(prompts[i]) + list(continuations[i]) for i in rows], pad, "right")
         logits = lm.hf_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         for j, i in enumerate(rows):

@@ -313,8 +313,9 @@ def patch_experiments(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], 
     bar = tqdm(total=jobs, desc=f"head patching {lm.name}", unit="job", disable=not progress)
     for emotion, hs in heads.items():
         k = len(hs)
-        rnd_single = H.random_head_sets(a, 1, hp.n_random_sets, seed + 17 * e_idx[emotion], hs)
-        rnd_joint = H.random_head_sets(a, k, hp.n_random_sets, seed + 17 * e_idx[emotion] + 1, hs)
+        rnd_single = H.random_unit_sets((a.n_layers, a.n_heads), 1, hp.n_random_sets, seed + 17 * e_idx[emotion], hs)
+        rnd_joint = H.random_unit_sets((a.n_layers, a.n_heads), k, hp.n_random_sets, seed + 17 * e_idx[emotion] + 1,
+                                       hs)
         sets = [[h] for h in hs] + [list(hs)] + rnd_single + rnd_joint
         names = ([H.head_label(*h) for h in hs] + [f"top{k}"] + [f"random1_{i}" for i in range(len(rnd_single))]
                  + [f"random{k}_{i}" for i in range(len(rnd_joint))])
@@ -420,7 +421,7 @@ def neuron_experiments(lm: LoadedModel, emo_df: pd.DataFrame, readout: H.Readout
         for rank, (m, n) in enumerate(sorted(top, key=lambda t: (-mean_sal[i, t[0], t[1]], t))):
             top_rows.append({"emotion": emotion, "rank": rank + 1, "layer": m, "neuron": n,
                              "hook": f"blocks.{m}.mlp.hook_post", "saliency": float(mean_sal[i, m, n])})
-        sets = [top] + N.random_neuron_sets(lm.n_layers, width, len(top), hp.n_random_sets, seed + 31 * i, top)
+        sets = [top] + H.random_unit_sets((lm.n_layers, width), len(top), hp.n_random_sets, seed + 31 * i, top)
         names = [f"top{len(top)}"] + [f"random{len(top)}_{j}" for j in range(hp.n_random_sets)]
         sub = emo_df[emo_df["emotion"] == emotion].reset_index(drop=True)
         for batch, idx in make_batches(lm, sub, hp.batch_size, hp.prepend_bos):

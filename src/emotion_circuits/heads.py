@@ -40,6 +40,7 @@ import torch
 from .activations import pad_right, tokenize_row
 from .hooks import layer_list
 from .models import LoadedModel
+from .resources import run_with_backoff
 
 ATTN_IMPL = "emotion_circuits_heads"
 PATCH_MODES = ("result", "v_only", "pattern_v")
@@ -392,32 +393,48 @@ class CleanScreen:
         return self.run.ctl.mass[layer].T.float().cpu().numpy()
 
 
+def in_groups(n: int, size: int, run: Callable[[int, int], dict[str, np.ndarray]], what: str
+              ) -> dict[str, np.ndarray]:
+    """`run(lo, hi)` over consecutive groups of `size` of n items (one forward each), concatenated in order. On
+    out-of-memory the group is halved and retried (logged): condition-expanded forwards (heads x sentences
+    rows) are what outgrows a GPU first."""
+    parts: list[dict[str, np.ndarray]] = []
+    run_with_backoff(n, size, lambda lo, hi: parts.append(run(lo, hi)), what)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def screen_layer(lm: LoadedModel, clean: CleanScreen, layer: int, readout: Readout, ablation: str = "zero",
                  means: dict[int, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
-    """Every head of `layer` ablated singly, in one forward resumed at the layer (n_heads x B rows).
+    """Every head of `layer` ablated singly, in one forward resumed at the layer (n_heads x B rows; fewer heads
+    per forward after an out-of-memory back-off).
 
     Returns proj_delta / logprob_delta [H, B, E] and mass_downstream_delta [H, B].
     """
     a = arch(lm)
     b, e = len(clean.run.batch), readout.directions.shape[0]
-    keep = torch.ones(a.n_heads, b, a.n_heads)
-    for h in range(a.n_heads):
-        keep[h, :, h] = 0.0
-    keep = keep.reshape(a.n_heads * b, a.n_heads)
-    edit = LayerEdit(keep=keep)
-    if ablation == "mean":
-        edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
-    final, mass = run_edited(lm, clean.run, a.n_heads, {layer: edit})
-    proj, logp = _metrics(lm, final, readout)
-    out = {"proj_delta": proj.reshape(a.n_heads, b, e) - clean.proj0[None],
-           "logprob_delta": logp.reshape(a.n_heads, b, e) - clean.logp0[None],
-           "mass_downstream_delta": np.zeros((a.n_heads, b), np.float32)}
     later = list(range(layer + 1, a.n_layers))
-    if later:
-        ablated = torch.stack([mass[m].reshape(a.n_heads, b, a.n_heads).mean(-1) for m in later]).mean(0)
-        base = torch.stack([clean.run.ctl.mass[m].mean(-1) for m in later]).mean(0)
-        out["mass_downstream_delta"] = (ablated - base[None]).float().cpu().numpy()
-    return out
+
+    def heads(lo: int, hi: int) -> dict[str, np.ndarray]:
+        n = hi - lo
+        keep = torch.ones(n, b, a.n_heads)
+        for i, h in enumerate(range(lo, hi)):
+            keep[i, :, h] = 0.0
+        keep = keep.reshape(n * b, a.n_heads)
+        edit = LayerEdit(keep=keep)
+        if ablation == "mean":
+            edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
+        final, mass = run_edited(lm, clean.run, n, {layer: edit})
+        proj, logp = _metrics(lm, final, readout)
+        out = {"proj_delta": proj.reshape(n, b, e) - clean.proj0[None],
+               "logprob_delta": logp.reshape(n, b, e) - clean.logp0[None],
+               "mass_downstream_delta": np.zeros((n, b), np.float32)}
+        if later:
+            ablated = torch.stack([mass[m].reshape(n, b, a.n_heads).mean(-1) for m in later]).mean(0)
+            base = torch.stack([clean.run.ctl.mass[m].mean(-1) for m in later]).mean(0)
+            out["mass_downstream_delta"] = (ablated - base[None]).float().cpu().numpy()
+        return out
+
+    return in_groups(a.n_heads, a.n_heads, heads, f"head screening {lm.name} layer {layer}")
 
 
 def screen_one_by_one(lm: LoadedModel, batch: SentenceBatch, readout: Readout, layer: int, head: int,
@@ -598,20 +615,23 @@ def run_head_sets(lm: LoadedModel, batch: SentenceBatch, readout: Readout, head_
     a = arch(lm)
     clean = clean_run(lm, batch)
     proj0, logp0 = _metrics(lm, clean.final, readout)
-    projs, logps = [], []
-    for i in range(0, len(head_sets), chunk):
-        sets = head_sets[i: i + chunk]
-        edits = head_set_edits(sets, len(batch), a, kind, means, stats, batch.end_pos)
-        final, _ = run_edited(lm, clean, len(sets), edits, record_mass=False)
+
+    def sets(lo: int, hi: int) -> dict[str, np.ndarray]:
+        edits = head_set_edits(head_sets[lo:hi], len(batch), a, kind, means, stats, batch.end_pos)
+        final, _ = run_edited(lm, clean, hi - lo, edits, record_mass=False)
         proj, logp = _metrics(lm, final, readout)
-        projs.append(proj.reshape(len(sets), len(batch), -1) - proj0[None])
-        logps.append(logp.reshape(len(sets), len(batch), -1) - logp0[None])
-    return np.concatenate(projs), np.concatenate(logps)
+        return {"proj": proj.reshape(hi - lo, len(batch), -1) - proj0[None],
+                "logp": logp.reshape(hi - lo, len(batch), -1) - logp0[None]}
+
+    out = in_groups(len(head_sets), chunk, sets, f"head sets ({kind}) {lm.name}")
+    return out["proj"], out["logp"]
 
 
-def random_head_sets(a: Arch, size: int, n: int, seed: int, exclude=()) -> list[list[tuple[int, int]]]:
-    """n random sets of `size` distinct heads (excluding `exclude`), seeded; each set sorted."""
+def random_unit_sets(grid: tuple[int, int], size: int, n: int, seed: int, exclude=()) -> list[list[tuple[int, int]]]:
+    """n seeded random sets of `size` distinct (layer, index) units of a [n_layers, units per layer] grid (heads or
+    MLP neurons), never drawing from `exclude` (the units under test); each set sorted."""
     rng = np.random.default_rng(seed)
-    pool = [(m, h) for m in range(a.n_layers) for h in range(a.n_heads) if (m, h) not in set(exclude)]
-    return [sorted(pool[j] for j in rng.choice(len(pool), size=min(size, len(pool)), replace=False))
-            for _ in range(n)]
+    per_layer = grid[1]
+    pool = np.setdiff1d(np.arange(grid[0] * per_layer), [m * per_layer + k for m, k in exclude])
+    return [sorted((int(j // per_layer), int(j % per_layer)) for j in
+                   rng.choice(pool, size=min(size, len(pool)), replace=False)) for _ in range(n)]

@@ -92,9 +92,9 @@ def run_neuron_sets(lm: LoadedModel, batch: H.SentenceBatch, readout: H.Readout,
     clean = H.clean_run(lm, batch)
     proj0, logp0 = H._metrics(lm, clean.final, readout)
     b = len(batch)
-    projs, logps = [], []
-    for i in range(0, len(neuron_sets), chunk):
-        sets = neuron_sets[i: i + chunk]
+
+    def run(lo: int, hi: int) -> dict[str, np.ndarray]:
+        sets = neuron_sets[lo:hi]
         masks: dict[int, torch.Tensor] = {}
         for c, s in enumerate(sets):
             for m, n in s:
@@ -105,9 +105,11 @@ def run_neuron_sets(lm: LoadedModel, batch: H.SentenceBatch, readout: H.Readout,
         with neuron_masks(lm, masks):
             final, _ = H.run_edited(lm, clean, len(sets), {}, record_mass=False, start=min(masks))
         proj, logp = H._metrics(lm, final, readout)
-        projs.append(proj.reshape(len(sets), b, -1) - proj0[None])
-        logps.append(logp.reshape(len(sets), b, -1) - logp0[None])
-    return np.concatenate(projs), np.concatenate(logps)
+        return {"proj": proj.reshape(len(sets), b, -1) - proj0[None],
+                "logp": logp.reshape(len(sets), b, -1) - logp0[None]}
+
+    out = H.in_groups(len(neuron_sets), chunk, run, f"neuron sets {lm.name}")
+    return out["proj"], out["logp"]
 
 
 def top_neurons(sal: np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -115,17 +117,3 @@ def top_neurons(sal: np.ndarray, n: int) -> list[tuple[int, int]]:
     flat = sal.reshape(-1)
     order = np.lexsort((np.arange(flat.size), -flat))[:n]
     return sorted((int(i // sal.shape[1]), int(i % sal.shape[1])) for i in order)
-
-
-def random_neuron_sets(n_layers: int, width: int, size: int, n: int, seed: int, exclude=()) -> list:
-    rng = np.random.default_rng(seed)
-    ex = {m * width + k for m, k in exclude}
-    out = []
-    for _ in range(n):
-        pick: list[int] = []
-        while len(pick) < size:
-            j = int(rng.integers(n_layers * width))
-            if j not in ex and j not in pick:
-                pick.append(j)
-        out.append(sorted((j // width, j % width) for j in pick))
-    return out

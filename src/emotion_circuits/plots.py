@@ -23,24 +23,37 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def panels(n: int, width: float = 5, height: float = 3.6):
+    """A figure with one row of n panels: (fig, list of axes)."""
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def label(ax, xlabel: str, ylabel: str, title: str, fontsize: int = 9, hline: float | None = None,
+          legend: bool = True) -> None:
+    """Axis labels, title, an optional dashed reference line, and the legend: the same on every panel."""
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=fontsize)
+    if legend:
+        ax.legend(fontsize=7)
+
+
 def lines(df: pd.DataFrame, x: str, y: str, hue: str, path: Path, title: str, ylabel: str | None = None,
           band: tuple[str, str] | None = None, facet: str | None = None, hline: float | None = None) -> None:
     """One line per `hue` value, optional shaded null band (lower, upper columns), one panel per `facet`."""
     facets = sorted(df[facet].unique()) if facet else [None]
-    fig, axes = plt.subplots(1, len(facets), figsize=(5 * len(facets), 3.6), squeeze=False)
-    for ax, value in zip(axes[0], facets):
+    fig, axes = panels(len(facets))
+    for ax, value in zip(axes, facets):
         part = df if value is None else df[df[facet] == value]
         for key, group in part.groupby(hue, sort=True):
             group = group.sort_values(x)
             (line,) = ax.plot(group[x], group[y], marker="o", ms=3, label=str(key))
             if band:
                 ax.fill_between(group[x], group[band[0]], group[band[1]], color=line.get_color(), alpha=0.15)
-        if hline is not None:
-            ax.axhline(hline, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(x)
-        ax.set_ylabel(ylabel or y)
-        ax.set_title(f"{title}" + (f" — {value}" if value is not None else ""), fontsize=9)
-        ax.legend(fontsize=7)
+        label(ax, x, ylabel or y, f"{title}" + (f" — {value}" if value is not None else ""), hline=hline)
     _save(fig, path)
 
 

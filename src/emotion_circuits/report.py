@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from . import paths
+
 KINDS = ("f2", "f3", "signed3", "int", "p", "pct", "g", "str", "key")
 
 
@@ -241,13 +243,10 @@ def versions() -> str:
 
 # ------------------------------------------------------------------------------------------------ content
 
-STATS = "metrics/statistics.json"
-DATASET = "metrics/dataset.json"
-ACTIVATIONS = "metrics/activations.json"
-VECTORS = "metrics/vectors.json"
-ALIGNMENT = "metrics/alignment.json"
-STEERING = "metrics/steering.json"
-SINGLE = "metrics/steering_alpha.json"
+# metrics files the report reads (keys of `metrics` and of every footnote)
+STATS, DATASET, ACTIVATIONS, VECTORS, ALIGNMENT, STEERING, SINGLE = (
+    str(paths.STAGES[name].metrics) for name in ("statistics", "dataset", "activations", "vectors", "alignment",
+                                                 "steering_sweep", "steering"))
 
 QUESTION = ("Do different language models hold the same emotion subspace (gratitude, anger, apology, against "
             "neutral) in different coordinates, and can we causally steer a model along it? Every effect below "

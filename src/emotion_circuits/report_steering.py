@@ -61,16 +61,13 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, s, n_conditions: int, n_tok
 def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, primary: str) -> None:
     """Effect vs alpha per layer with the random band (PNG + one CSV per emotion), and the effect-fluency
     frontier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots as P
 
     col = f"{primary}_effect"
     png_dir.mkdir(parents=True, exist_ok=True)
     emotions = [e for e in EMOTIONS if e in set(summary["emotion"])]
-    fig, axes = plt.subplots(1, len(emotions), figsize=(5 * len(emotions), 3.6), squeeze=False)
-    for ax, emotion in zip(axes[0], emotions):
+    fig, axes = P.panels(len(emotions))
+    for ax, emotion in zip(axes, emotions):
         g = summary[summary["emotion"] == emotion]
         for layer, lg in g.groupby("layer", sort=True):  # fixed columns per file, so dvc.yaml names the series
             lg = lg.sort_values("alpha")
@@ -86,25 +83,17 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
                 r = lg.dropna(subset=[f"{primary}_random_q05"])
                 ax.vlines(r["alpha"] + 0.03 * layer / 10, r[f"{primary}_random_q05"], r[f"{primary}_random_q95"],
                           color=line.get_color(), alpha=0.5, lw=4)
-        ax.axhline(0, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{emotion}: effect on {primary}_{emotion} (bars: random 5-95%)", fontsize=9)
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("effect vs unsteered")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png_dir / "effect_vs_alpha.png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(emotions), figsize=(5 * len(emotions), 3.6), squeeze=False)
-    for ax, emotion in zip(axes[0], emotions):
+        P.label(ax, "alpha", "effect vs unsteered", f"{emotion}: effect on {primary}_{emotion} (bars: random 5-95%)",
+                hline=0)
+    P._save(fig, png_dir / "effect_vs_alpha.png")
+    fig, axes = P.panels(len(emotions))
+    for ax, emotion in zip(axes, emotions):
         g = summary[summary["emotion"] == emotion]
         sc = ax.scatter(g["nll_delta"], g[col], c=g["layer"], s=12 + 8 * np.abs(g["alpha"]), cmap="viridis")
-        ax.set_xlabel("NLL increase (nats/token, unsteered model)")
-        ax.set_ylabel("effect")
-        ax.set_title(f"{emotion}: effect vs fluency", fontsize=9)
+        P.label(ax, "NLL increase (nats/token, unsteered model)", "effect", f"{emotion}: effect vs fluency",
+                legend=False)
         fig.colorbar(sc, ax=ax, label="layer")
-    fig.tight_layout()
-    fig.savefig(png_dir / "effect_vs_fluency.png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    P._save(fig, png_dir / "effect_vs_fluency.png")
 
 
 def _effect_entry(r, primary: str) -> dict:

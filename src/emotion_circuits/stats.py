@@ -615,15 +615,14 @@ def write_plots(effects: pd.DataFrame, ktable: pd.DataFrame, png_dir: Path, csv_
     (steering sweep, primary metric), the alignment k-selection (overlap minus null band), p-value histograms."""
     from . import plots as P
 
-    plt = P.plt
     png_dir, csv_dir = Path(png_dir), Path(csv_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
     csv_dir.mkdir(parents=True, exist_ok=True)
     sweep = effects[(effects["family"] == "steering_sweep") & effects["metric"].str.startswith(f"{primary}_")]
     if len(sweep):
         emotions = emotions_in(sweep)
-        fig, axes = plt.subplots(1, len(emotions), figsize=(5 * len(emotions), 3.6), squeeze=False)
-        for ax, emotion in zip(axes[0], emotions):
+        fig, axes = P.panels(len(emotions))
+        for ax, emotion in zip(axes, emotions):
             g = sweep[sweep["emotion"] == emotion]
             for i, (layer, lg) in enumerate(g.groupby("layer", sort=True)):
                 lg = lg.sort_values("alpha")
@@ -636,35 +635,28 @@ def write_plots(effects: pd.DataFrame, ktable: pd.DataFrame, png_dir: Path, csv_
                 ax.errorbar(x, lg["d"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, label=f"layer {layer}")
                 sig = lg[lg["significant"]]
                 ax.scatter(sig["alpha"] + 0.04 * (i - 1), sig["d"], marker="*", s=60, color="k", zorder=3)
-            ax.axhline(0, color="grey", lw=0.8, ls="--")
-            ax.set_xlabel("alpha")
-            ax.set_ylabel("Cohen's d")
-            ax.set_title(f"{emotion}: {primary}_{emotion}; d vs random dirs (alpha with controls) else vs 0; * = BH", fontsize=8)
-            ax.legend(fontsize=7)
+            P.label(ax, "alpha", "Cohen's d",
+                    f"{emotion}: {primary}_{emotion}; d vs random dirs (alpha with controls) else vs 0; * = BH",
+                    fontsize=8, hline=0)
         P._save(fig, png_dir / "steering_sweep_d.png")
     cross = ktable[~ktable["self_pair"]] if len(ktable) else ktable
     if len(cross):
         pairs = sorted(set(zip(cross["a"], cross["b"])))
-        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.6), squeeze=False)
-        for ax, (a, b) in zip(axes[0], pairs):
+        fig, axes = P.panels(len(pairs))
+        for ax, (a, b) in zip(axes, pairs):
             g = cross[(cross["a"] == a) & (cross["b"] == b)]
             mean = g.groupby("k", sort=True)[["overlap_after", "null_band_q95", "excess"]].mean().reset_index()
             (csv_dir / "k_selection").mkdir(exist_ok=True)
             mean.to_csv(csv_dir / "k_selection" / f"{a}__{b}.csv", index=False, float_format="%.6g")
             for (la, lb), lg in g.groupby(["layer_a", "layer_b"], sort=True):
                 ax.plot(lg["k"], lg["excess"], marker="o", ms=3, label=f"L{la}->L{lb}")
-            ax.axhline(0, color="grey", lw=0.8, ls="--")
-            ax.set_xlabel("k (subspace dimension)")
-            ax.set_ylabel("overlap - null band q95")
-            ax.set_title(f"{a}->{b}: k supported where > 0", fontsize=9)
-            ax.legend(fontsize=7)
+            P.label(ax, "k (subspace dimension)", "overlap - null band q95", f"{a}->{b}: k supported where > 0",
+                    hline=0)
         P._save(fig, png_dir / "k_selection.png")
     if len(effects):
         fams = sorted(set(effects["family"]))
-        fig, axes = plt.subplots(1, len(fams), figsize=(4 * len(fams), 3.2), squeeze=False)
-        for ax, fam in zip(axes[0], fams):
+        fig, axes = P.panels(len(fams), 4, 3.2)
+        for ax, fam in zip(axes, fams):
             ax.hist(effects.loc[effects["family"] == fam, "p"].dropna(), bins=np.linspace(0, 1, 21), color="C0")
-            ax.set_xlabel("permutation p (unadjusted)")
-            ax.set_ylabel("effects")
-            ax.set_title(f"{fam}: p-values (flat = no effects)", fontsize=9)
+            P.label(ax, "permutation p (unadjusted)", "effects", f"{fam}: p-values (flat = no effects)", legend=False)
         P._save(fig, png_dir / "pvalues.png")

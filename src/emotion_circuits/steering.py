@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .errors import SteeringError
 from .hooks import hook_name, residual_hooks
 from .models import LoadedModel
+from .padding import pad_rows, pad_with_mask
 from .resources import run_with_backoff
 
 WINDOWS = ("last", "positions", "generated", "all")
@@ -137,14 +138,6 @@ def _steering(lm: LoadedModel, conditions: Sequence[Condition], state: dict) -> 
         yield
 
 
-def _left_pad(rows: Sequence[Sequence[float]], width: int, fill: float, dtype) -> torch.Tensor:
-    out = torch.full((len(rows), width), fill, dtype=dtype)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, width - len(row):] = torch.as_tensor(list(row), dtype=dtype)
-    return out
-
-
 def _shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarray]) -> int:
     """Length T of the per-row prompt suffix that must run with steering; everything before it is unsteered.
 
@@ -184,8 +177,7 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
             cache = DynamicCache()
             mask = torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
             if head_width:
-                head_ids = _left_pad(unique, head_width, pad, torch.long).to(device)
-                head_mask = _left_pad([[1] * len(h) for h in unique], head_width, 0, torch.long).to(device)
+                head_ids, head_mask = (t.to(device) for t in pad_with_mask(unique, pad, "left", head_width))
                 model(input_ids=head_ids, attention_mask=head_mask,
                       position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
                       logits_to_keep=1)
@@ -195,9 +187,10 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
                 mask = head_mask[index]
             # 2. each condition's steered suffix on top of its prefix's keys/values
             suffix = [p[max(0, len(p) - tail):] for p in prompts]
-            ids = _left_pad(suffix, tail, pad, torch.long).to(device)
-            mask = torch.cat([mask, _left_pad([[1] * len(x) for x in suffix], tail, 0, torch.long).to(device)], 1)
-            state["coef"] = _left_pad([k[max(0, len(k) - tail):] for k in coefs], tail, 0.0, torch.float32).to(device)
+            ids, suffix_mask = (t.to(device) for t in pad_with_mask(suffix, pad, "left", tail))
+            mask = torch.cat([mask, suffix_mask], 1)
+            state["coef"] = pad_rows([k[max(0, len(k) - tail):] for k in coefs], 0.0, torch.float32, "left",
+                                     tail).to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with _steering(lm, conditions, state):
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
@@ -217,10 +210,8 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
                     logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
                                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         else:  # full recomputation at every step, no prefix sharing: the reference the cached path must reproduce
-            width = max(len(p) for p in prompts)
-            seq = _left_pad(prompts, width, pad, torch.long).to(device)
-            mask = _left_pad([[1] * len(p) for p in prompts], width, 0, torch.long).to(device)
-            prompt_coef = _left_pad(coefs, width, 0.0, torch.float32).to(device)
+            seq, mask = (t.to(device) for t in pad_with_mask(prompts, pad, "left"))
+            prompt_coef = pad_rows(coefs, 0.0, torch.float32, "left", seq.shape[1]).to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with _steering(lm, conditions, state):
                 for step in range(max_new_tokens):

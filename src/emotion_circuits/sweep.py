@@ -8,7 +8,7 @@ emotion direction is only a result next to the distribution of those random effe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,18 +65,34 @@ def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequen
     return out
 
 
+@dataclass
+class ConditionSet:
+    """Conditions and their metadata rows, appended together so row i always describes condition i."""
+
+    spec: SteerSpec
+    conditions: list[Condition] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, text: str, layer: int, alpha: float, direction, iterative: bool | None = None, **meta) -> None:
+        """One condition; `meta` (prompt id, kind, emotion, ...) goes to its row, followed by layer and alpha."""
+        s = self.spec
+        self.conditions.append(Condition(text, layer, float(alpha), direction, s.window, s.schedule, s.decay,
+                                         s.iterative if iterative is None else iterative))
+        self.rows.append({**meta, "layer": layer, "alpha": float(alpha)})
+
+    def table(self) -> tuple[list[Condition], pd.DataFrame]:
+        return self.conditions, pd.DataFrame(self.rows)
+
+
 def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str], layers: Sequence[int],
                alphas: Sequence[float], n_random: int, random_alphas: Sequence[float], spec: SteerSpec,
                seed: int, random_prompts: int | None = None) -> tuple[list[Condition], pd.DataFrame]:
     """Conditions and their metadata rows: one baseline per prompt, emotion x layer x alpha, random controls."""
-    conds: list[Condition] = []
-    meta: list[dict] = []
+    grid = ConditionSet(spec)
 
-    def add(prompt, kind, emotion, layer, alpha, direction, random_id=-1, extra=None):
-        conds.append(Condition(prompt.text, layer, float(alpha), direction, spec.window, spec.schedule, spec.decay,
-                               spec.iterative))
-        meta.append({"prompt_id": prompt.id, "kind": kind, "emotion": emotion, "layer": layer, "alpha": float(alpha),
-                     "random_id": random_id, **(extra or {})})
+    def add(prompt, kind, emotion, layer, alpha, direction, random_id=-1):
+        grid.add(prompt.text, layer, alpha, direction, prompt_id=prompt.id, kind=kind, emotion=emotion,
+                 random_id=random_id)
 
     for prompt in prompts.itertuples():
         add(prompt, "baseline", "none", -1, 0.0, None)
@@ -92,7 +108,7 @@ def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str],
                 for alpha in random_alphas:
                     for j, r in enumerate(randoms):
                         add(prompt, "random", emotion, layer, alpha, r, j)
-    return conds, pd.DataFrame(meta)
+    return grid.table()
 
 
 @dataclass(frozen=True)
