@@ -11,7 +11,6 @@ from emotion_circuits import cli, paths
 from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json
 from emotion_circuits.models import RANDOM_INIT_SUFFIX
-from emotion_circuits.resources import resolve_device
 
 
 def run(params, args) -> None:
@@ -19,15 +18,15 @@ def run(params, args) -> None:
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     # Random-init copies are the alignment stage's null models (a map must not align them).
     names = [*params.models, *([m + RANDOM_INIT_SUFFIX for m in params.models] if p.random_init_controls else [])]
-    device = resolve_device(p.device)
-    task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos, device, p.dtype,
+    # device/dtype `auto` resolve where each model is loaded: here, or on each Ray actor's machine
+    task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos, p.device, p.dtype,
                                params.seed)
     with staged_outputs(*paths.STAGES["activations"].targets()) as (out, metrics_path):
         metrics, timing = acts.extract_models(names, sentences, task, execution_config(params), out, p.shard_rows,
                                               progress=not args.no_progress)
         # `timing` (incl. peak RSS, which bounds memory: extraction streams one chunk at a time into shards of
         # `shard_rows` rows) is the only part of any out that differs between identical runs.
-        write_json(metrics_path, {"models": metrics, "timing": {**timing, "device": device}})
+        write_json(metrics_path, {"models": metrics, "timing": timing})
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def run(params, args) -> None:
                                                                                    hp.prepend_bos)])
         table = head_runs.screen(lm, emo, readout, hp.ablation, hp.batch_size, hp.prepend_bos, means,
                                  progress=not args.no_progress, execution=execution_config(params),
-                                 device=device, dtype=dtype, seed=params.seed)
+                                 device=hp.device, dtype=hp.dtype, seed=params.seed)  # `auto`: per actor
         screen_seconds = time.perf_counter() - start
         summary = head_runs.screen_summary(table)
         attribution, agreement, attr_seconds = None, {}, 0.0

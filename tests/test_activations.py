@@ -151,6 +151,7 @@ def test_many_models_in_chunks_equal_whole_extraction(tmp_path, monkeypatch):
     assert loads == ["tiny-llama", "tiny-gpt2"]
     assert list(metrics) == ["tiny-llama", "tiny-gpt2"] and metrics["tiny-gpt2"]["n_rows"] == len(TEXTS)
     assert timing["tiny-llama"]["peak_rss_mb"] > 0 and timing["tiny-llama"]["batch_size"] == 2
+    assert timing["tiny-gpt2"]["devices"] == ["cpu"]
     for name in ("tiny-llama", "tiny-gpt2"):
         whole = extract(real_load(name), TEXTS, WORDS, HOOKS, POSITIONS, batch_size=8, progress=False)
         index, _ = load_activations(tmp_path / name, "sentence_end")

@@ -295,6 +295,7 @@ class ChunkResult:
     extract_s: float
     batch_size: int
     peak_rss_mb: float
+    device: str  # where the worker ran it (`device: auto` resolves on each Ray actor's own machine)
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ class ActivationWorker:
                          progress=False, sink=sink)
         return ChunkResult(lm.name, activation_metadata(lm, t.prepend_bos),
                            result.rows, batches, result.n_tokens, load_s, result.seconds, result.batch_size,
-                           peak_rss_mb())
+                           peak_rss_mb(), str(lm.device))
 
 
 def activation_chunks(models: Sequence[str], texts: Sequence[str], emotion_words: Sequence[Sequence[str]],
@@ -379,6 +380,7 @@ class _ModelOutput:
         self.rows: list[TokenizedRow] = []
         self.n_tokens, self.load_s, self.extract_s, self.worker_rss = 0, 0.0, 0.0, 0.0
         self.batch_size = task.batch_size
+        self.devices: set[str] = set()
 
     def add(self, res: ChunkResult) -> None:
         for idx, captured in res.batches:
@@ -389,6 +391,7 @@ class _ModelOutput:
         self.extract_s += res.extract_s
         self.batch_size = min(self.batch_size, res.batch_size)
         self.worker_rss = max(self.worker_rss, res.peak_rss_mb)
+        self.devices.add(res.device)
 
     def close(self, sentences) -> tuple[dict, dict]:
         from .resources import peak_rss_mb
@@ -401,7 +404,8 @@ class _ModelOutput:
                    "emotion_token_fallback_rows": sum(r.fallback for r in rows)}
         timing = {"load_s": round(self.load_s, 2), "extract_s": round(self.extract_s, 2),
                   "tokens_per_s": round(self.n_tokens / max(self.extract_s, 1e-9), 1),
-                  "batch_size": self.batch_size, "peak_rss_mb": max(self.worker_rss, peak_rss_mb())}
+                  "batch_size": self.batch_size, "peak_rss_mb": max(self.worker_rss, peak_rss_mb()),
+                  "devices": sorted(self.devices)}
         return metrics, timing
 
 
