@@ -10,7 +10,7 @@ from emotion_circuits import activations as acts
 from emotion_circuits import cli, paths
 from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json
-from emotion_circuits.models import RANDOM_INIT_SUFFIX
+from emotion_circuits.models import RANDOM_INIT_SUFFIX, LoadSpec
 
 
 def run(params, args) -> None:
@@ -19,8 +19,8 @@ def run(params, args) -> None:
     # Random-init copies are the alignment stage's null models (a map must not align them).
     names = [*params.models, *([m + RANDOM_INIT_SUFFIX for m in params.models] if p.random_init_controls else [])]
     # device/dtype `auto` resolve where each model is loaded: here, or on each Ray actor's machine
-    task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos, p.device, p.dtype,
-                               params.seed)
+    task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos,
+                               LoadSpec(p.device, p.dtype, params.seed))
     with staged_outputs(*paths.STAGES["activations"].targets()) as (out, metrics_path):
         metrics, timing = acts.extract_models(names, sentences, task, execution_config(params), out, p.shard_rows,
                                               progress=not args.no_progress)

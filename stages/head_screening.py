@@ -11,7 +11,7 @@ from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
 from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.models import load_model
+from emotion_circuits.models import LoadSpec, load_model
 from emotion_circuits.resources import resolve_device, resolve_dtype
 
 
@@ -39,7 +39,7 @@ def run(params, args) -> None:
                                                                                    hp.prepend_bos)])
         table = head_runs.screen(lm, emo, readout, hp.ablation, hp.batch_size, hp.prepend_bos, means,
                                  progress=not args.no_progress, execution=execution_config(params),
-                                 device=hp.device, dtype=hp.dtype, seed=params.seed)  # `auto`: per actor
+                                 loading=LoadSpec(hp.device, hp.dtype, params.seed))  # `auto`: per actor
         screen_seconds = time.perf_counter() - start
         summary = head_runs.screen_summary(table)
         attribution, agreement, attr_seconds = None, {}, 0.0

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import find_word_spans
 from .hooks import hook_name, residual_hooks
-from .models import LoadedModel
+from .models import LoadedModel, LoadSpec
 from .resources import run_with_backoff
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
@@ -306,9 +306,7 @@ class ActivationTask:
     positions: tuple[str, ...] = ("sentence_end", "emotion_tokens")
     batch_size: int = 32
     prepend_bos: bool = True
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 0
+    loading: LoadSpec = LoadSpec()
 
     def load(self) -> ActivationWorker:
         return ActivationWorker(self)
@@ -328,12 +326,10 @@ class ActivationWorker:
             return self.lm, 0.0
         import gc
 
-        from .models import load_model
-
         self.lm = None
         gc.collect()
         start = time.perf_counter()
-        self.lm = load_model(name, self.task.device, self.task.dtype, seed=self.task.seed)
+        self.lm = self.task.loading.load(name)
         self.name = name
         return self.lm, time.perf_counter() - start
 

@@ -21,7 +21,7 @@ from . import heads as H
 from .errors import DataError, ParamsError
 from .executor import ExecutionConfig, chunked, imap_chunks
 from .io import read_tensors
-from .models import LoadedModel
+from .models import LoadedModel, LoadSpec
 
 EFFECT_COLUMNS = ["family", "effect", "emotion", "metric", "group", "unit", "value"]
 
@@ -99,14 +99,10 @@ class ScreenTask:
     means: dict[int, np.ndarray] | None = None
     batch_size: int = 8
     prepend_bos: bool = True
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 0
+    loading: LoadSpec = LoadSpec()
 
     def load(self) -> ScreenWorker:
-        from .models import load_model
-
-        lm = load_model(self.model, self.device, self.dtype, self.seed, use_bridge=False)
+        lm = self.loading.load(self.model, use_bridge=False)
         H.prepare(lm)
         return ScreenWorker(lm, self)
 
@@ -137,7 +133,7 @@ class ScreenWorker:
 
 def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str, batch_size: int,
            prepend_bos: bool, means=None, progress: bool = True, execution: ExecutionConfig = ExecutionConfig(),
-           device: str = "cpu", dtype: str = "float32", seed: int = 0) -> pd.DataFrame:
+           loading: LoadSpec = LoadSpec()) -> pd.DataFrame:
     """Per (head, sentence): own-emotion proj/logprob deltas, deltas on every direction, attention mass.
 
     The (sentence batch, layer) items are cut into `execution.chunk_size` chunks and screened here or on Ray
@@ -148,7 +144,7 @@ def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str,
     task = ScreenTask(lm.name, tuple(df["text"]), tuple(tuple(str(w) for w in ws) for ws in df["emotion_words"]),
                       readout.directions, tuple(tuple(t) for t in readout.token_sets), ablation,
                       None if means is None else {m: v.numpy() for m, v in means.items()}, batch_size, prepend_bos,
-                      device, dtype, seed)
+                      loading)
     items = [(b, layer) for b in range(len(batches)) for layer in range(a.n_layers)]
     bar = tqdm(total=len(items), desc=f"head screening {lm.name}", unit="layer", disable=not progress,
                mininterval=1.0)

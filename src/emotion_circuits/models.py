@@ -285,6 +285,19 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
 RANDOM_INIT_SUFFIX = "__random-init"
 
 
+@dataclass(frozen=True)
+class LoadSpec:
+    """How a worker loads a model: device and dtype (`auto` resolves on the machine that loads it, e.g. each Ray
+    actor's) and the seed of random-weight models. Small and picklable, so tasks shipped to Ray carry it."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+
+    def load(self, name: str, use_bridge: bool = True) -> LoadedModel:
+        return load_model(name, self.device, self.dtype, self.seed, use_bridge)
+
+
 def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0,
                use_bridge: bool = True) -> LoadedModel:
     """Load a model by registry name, alias, local directory or HF id; once per stage.

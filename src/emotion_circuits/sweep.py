@@ -19,6 +19,7 @@ from . import EMOTIONS
 from .evaluation import continuation_nll, score_all
 from .executor import ExecutionConfig, map_chunks
 from .io import read_parquet, read_tensors
+from .models import LoadSpec
 from .steering import Condition, Window, decode, generate, random_directions, tokenize_prompt
 
 
@@ -116,22 +117,18 @@ class GenerationTask:
     """Everything a worker needs to generate chunks of conditions; small and picklable, so Ray can ship it."""
 
     model: str
-    device: str = "cpu"
-    dtype: str = "float32"
     max_new_tokens: int = 30
     batch_size: int = 256
     prepend_bos: bool = True
-    seed: int = 0
+    loading: LoadSpec = LoadSpec()
 
     def load(self) -> GenerationWorker:
-        from .models import load_model
-
-        return GenerationWorker(load_model(self.model, self.device, self.dtype, self.seed, use_bridge=False), self)
+        return GenerationWorker(self.loading.load(self.model, use_bridge=False), self)
 
 
 def generation_task(s, seed: int) -> GenerationTask:
     """The generation settings of a `steering` params section."""
-    return GenerationTask(s.model, s.device, s.dtype, s.max_new_tokens, s.batch_size, s.prepend_bos, seed)
+    return GenerationTask(s.model, s.max_new_tokens, s.batch_size, s.prepend_bos, LoadSpec(s.device, s.dtype, seed))
 
 
 class GenerationWorker:
