@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .data import find_word_spans
 from .hooks import hook_name, residual_hooks
 from .models import LoadedModel, LoadSpec
-from .resources import run_with_backoff
+from .resources import peak_rss_mb, run_with_backoff
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -334,8 +334,6 @@ class ActivationWorker:
         return self.lm, time.perf_counter() - start
 
     def __call__(self, chunk: ActivationChunk) -> ChunkResult:
-        from .resources import peak_rss_mb
-
         t = self.task
         lm, load_s = self._model(chunk.model)
         batches: list = []
@@ -390,8 +388,6 @@ class _ModelOutput:
         self.devices.add(res.device)
 
     def close(self, sentences) -> tuple[dict, dict]:
-        from .resources import peak_rss_mb
-
         self.writer.close()
         save_index(self.dir, self.rows, sentences)
         m, rows = self.meta, self.rows

@@ -3,7 +3,7 @@
 Work is cut into the same fixed chunks under both executors and results are merged in chunk order, so the
 outs are byte-identical whichever executor ran them (tested on a local Ray cluster). A worker is built from a
 picklable factory and loads its model once; under Ray there is one actor per GPU where GPUs exist, otherwise
-`num_workers` CPU actors. Ray moves chunks and results between processes with its own in-memory serialisation;
+`execution.ray_workers` CPU actors. Ray moves chunks and results between processes with its own in-memory serialisation;
 nothing it transports is ever written to disk, so the no-pickle rule for artefacts still holds.
 
 On a real cluster: start Ray on the machines (`ray start --head`, `ray start --address=<head>:6379`), then

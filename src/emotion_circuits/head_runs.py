@@ -18,12 +18,11 @@ from tqdm.auto import tqdm
 
 from . import EMOTIONS
 from . import heads as H
+from . import stats as S
 from .errors import DataError, ParamsError
 from .executor import ExecutionConfig, chunked, imap_chunks
 from .io import read_tensors
 from .models import LoadedModel, LoadSpec
-
-EFFECT_COLUMNS = ["family", "effect", "emotion", "metric", "group", "unit", "value"]
 
 
 def select_sentences(sentences: pd.DataFrame, split: str, n_per_label: int, seed: int,
@@ -209,12 +208,10 @@ def top_heads(summary: pd.DataFrame, k: int, metric: str = "proj_delta") -> dict
 def screen_effect_samples(table: pd.DataFrame, ablation: str) -> pd.DataFrame:
     rows = []
     for metric in ("proj_delta", "proj_delta_specific", "logprob_delta"):
-        rows.append(pd.DataFrame({
-            "family": "head_screening",
-            "effect": table["emotion"] + "/" + table["head_label"] + f"/{ablation}/{metric}",
-            "emotion": table["emotion"], "metric": metric, "group": "effect",
-            "unit": table["unit"].astype(np.int64), "value": table[metric].astype(np.float64)}))
-    return pd.concat(rows, ignore_index=True)[EFFECT_COLUMNS]
+        effect = table["emotion"] + "/" + table["head_label"] + f"/{ablation}/{metric}"
+        rows.append(S.sample_rows("head_screening", effect.to_numpy(), table["emotion"].to_numpy(), metric, "effect",
+                                  table["unit"], table[metric]))
+    return pd.concat(rows, ignore_index=True)
 
 
 def evaluate_heads(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], df: pd.DataFrame, evaluators,
@@ -325,15 +322,20 @@ def patch_experiments(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], 
             for mode in hp.patch_modes:
                 jobs_e.append((mode, f"{mode}:emotion->neutral", neutral_batches, emo_stats))
                 jobs_e.append((mode, f"{mode}:neutral->emotion", emo_batches, neutral_stats))
-        for kind, label, batches, stats in jobs_e:
+        # jobs grouped by the sentences they edit: each batch's clean pass runs once for all of its jobs
+        for batches in (emo_batches, neutral_batches):
+            mine = [job for job in jobs_e if job[2] is batches]
             for batch, idx in batches:
-                proj, logp = H.run_head_sets(lm, batch, readout, sets, kind, means=means, stats=stats)
-                for i, name in enumerate(names):
-                    frames.append(pd.DataFrame({
-                        "emotion": emotion, "intervention": label, "set": name, "group": groups[i], "size": sizes[i],
-                        "unit": idx.astype(np.int64), "proj_delta": proj[i, :, e_idx[emotion]],
-                        "logprob_delta": logp[i, :, e_idx[emotion]]}))
-            bar.update(1)
+                clean = H.clean_run(lm, batch)
+                for kind, label, _, stats in mine:
+                    proj, logp = H.run_head_sets(lm, batch, readout, sets, kind, means=means, stats=stats,
+                                                 clean=clean)
+                    for i, name in enumerate(names):
+                        frames.append(pd.DataFrame({
+                            "emotion": emotion, "intervention": label, "set": name, "group": groups[i],
+                            "size": sizes[i], "unit": idx.astype(np.int64), "proj_delta": proj[i, :, e_idx[emotion]],
+                            "logprob_delta": logp[i, :, e_idx[emotion]]}))
+            bar.update(len(mine))
     bar.close()
     return pd.concat(frames, ignore_index=True).sort_values(
         ["emotion", "intervention", "set", "unit"]).reset_index(drop=True)
@@ -350,14 +352,9 @@ def patch_summary(table: pd.DataFrame) -> pd.DataFrame:
             row = {"emotion": emotion, "intervention": inter, "set": name, "size": size, "n": len(e)}
             for metric in ("proj_delta", "logprob_delta"):
                 value = float(e[metric].mean())
-                sets = null.groupby("set")[metric].mean().to_numpy()
-                sd = float(sets.std(ddof=1)) if len(sets) > 1 else 0.0
-                row.update({metric: value, f"{metric}_null_mean": float(sets.mean()),
-                            f"{metric}_null_q05": float(np.quantile(sets, 0.05)),
-                            f"{metric}_null_q95": float(np.quantile(sets, 0.95)),
-                            f"{metric}_z": (value - sets.mean()) / sd if sd > 0 else None,
-                            f"{metric}_p": float((1 + np.sum(np.abs(sets - sets.mean()) >= abs(value - sets.mean())))
-                                                 / (1 + len(sets)))})
+                v = S.vs_null(value, null.groupby("set")[metric].mean().to_numpy())
+                row.update({metric: value, f"{metric}_null_mean": v["mean"], f"{metric}_null_q05": v["q05"],
+                            f"{metric}_null_q95": v["q95"], f"{metric}_z": v["z"], f"{metric}_p": v["p"]})
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -367,18 +364,11 @@ def patch_effect_samples(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (emotion, inter), g in table.groupby(["emotion", "intervention"], sort=True):
         for name, e in g[g["group"] == "effect"].groupby("set", sort=True):
-            size = int(e["size"].iloc[0])
-            null = g[(g["group"] == "null") & (g["size"] == size)].groupby("unit", sort=True)
+            null = g[(g["group"] == "null") & (g["size"] == int(e["size"].iloc[0]))]
             for metric in ("proj_delta", "logprob_delta"):
-                effect = f"{emotion}/{name}/{inter}/{metric}"
-                out.append(pd.DataFrame({"family": "head_patching", "effect": effect, "emotion": emotion,
-                                         "metric": metric, "group": "effect", "unit": e["unit"].to_numpy(),
-                                         "value": e[metric].to_numpy(dtype=np.float64)}))
-                nm = null[metric].mean()
-                out.append(pd.DataFrame({"family": "head_patching", "effect": effect, "emotion": emotion,
-                                         "metric": metric, "group": "null", "unit": nm.index.to_numpy(np.int64),
-                                         "value": nm.to_numpy(dtype=np.float64)}))
-    return pd.concat(out, ignore_index=True)[EFFECT_COLUMNS]
+                out += S.effect_and_set_null("head_patching", f"{emotion}/{name}/{inter}/{metric}", emotion, metric,
+                                             e, null)
+    return pd.concat(out, ignore_index=True)
 
 
 def patch_metrics(summary: pd.DataFrame, heads: dict, info: dict) -> dict:
@@ -433,18 +423,11 @@ def neuron_experiments(lm: LoadedModel, emo_df: pd.DataFrame, readout: H.Readout
 def neuron_effect_samples(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for emotion, g in table.groupby("emotion", sort=True):
-        eff = g[g["group"] == "effect"]
-        null = g[g["group"] == "null"].groupby("unit", sort=True)
+        eff, null = g[g["group"] == "effect"], g[g["group"] == "null"]
         for metric in ("proj_delta", "logprob_delta"):
-            effect = f"{emotion}/{eff['set'].iloc[0]}/zero/{metric}"
-            out.append(pd.DataFrame({"family": "neurons", "effect": effect, "emotion": emotion, "metric": metric,
-                                     "group": "effect", "unit": eff["unit"].to_numpy(),
-                                     "value": eff[metric].to_numpy(np.float64)}))
-            nm = null[metric].mean()
-            out.append(pd.DataFrame({"family": "neurons", "effect": effect, "emotion": emotion, "metric": metric,
-                                     "group": "null", "unit": nm.index.to_numpy(np.int64),
-                                     "value": nm.to_numpy(np.float64)}))
-    return pd.concat(out, ignore_index=True)[EFFECT_COLUMNS]
+            out += S.effect_and_set_null("neurons", f"{emotion}/{eff['set'].iloc[0]}/zero/{metric}", emotion, metric,
+                                         eff, null)
+    return pd.concat(out, ignore_index=True)
 
 
 def sentence_end_means(lm: LoadedModel, emo_df: pd.DataFrame, batch_size: int, prepend_bos: bool
@@ -468,11 +451,9 @@ def circuit_metrics(top_neurons: pd.DataFrame, neuron_table: pd.DataFrame, ov: p
     neurons = {}
     for emotion, g in neuron_table.groupby("emotion", sort=True):
         eff = float(g[g["group"] == "effect"]["proj_delta"].mean())
-        sets = g[g["group"] == "null"].groupby("set")["proj_delta"].mean().to_numpy()
-        neurons[emotion] = {"top_proj_delta": eff, "random_mean": float(sets.mean()),
-                            "random_q05": float(np.quantile(sets, 0.05)),
-                            "random_q95": float(np.quantile(sets, 0.95)),
-                            "beats_random": bool(eff < np.quantile(sets, 0.05)),
+        v = S.vs_null(eff, g[g["group"] == "null"].groupby("set")["proj_delta"].mean().to_numpy())
+        neurons[emotion] = {"top_proj_delta": eff, "random_mean": v["mean"], "random_q05": v["q05"],
+                            "random_q95": v["q95"], "beats_random": bool(eff < v["q05"]),
                             "top_neurons": [f"L{r.layer}N{r.neuron}" for r in
                                             top_neurons[top_neurons["emotion"] == emotion].head(5).itertuples()]}
     ov_gain = {}

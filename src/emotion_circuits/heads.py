@@ -610,10 +610,12 @@ def head_set_edits(head_sets: Sequence[Sequence[tuple[int, int]]], b: int, a: Ar
 
 
 def run_head_sets(lm: LoadedModel, batch: SentenceBatch, readout: Readout, head_sets, kind: str,
-                  means=None, stats=None, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(proj_delta, logprob_delta) [C, B, E] of editing each head set jointly, chunk sets per forward."""
+                  means=None, stats=None, chunk: int = 16, clean: CleanRun | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(proj_delta, logprob_delta) [C, B, E] of editing each head set jointly, chunk sets per forward.
+    `clean`: the batch's clean run when the caller already has it (it edits many set lists on one batch)."""
     a = arch(lm)
-    clean = clean_run(lm, batch)
+    clean = clean_run(lm, batch) if clean is None else clean
     proj0, logp0 = _metrics(lm, clean.final, readout)
 
     def sets(lo: int, hi: int) -> dict[str, np.ndarray]:

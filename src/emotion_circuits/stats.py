@@ -323,13 +323,35 @@ def analyse_samples(samples: pd.DataFrame, cfg: StatsConfig, progress: bool = Fa
 
 # ------------------------------------------------------------------------------------------------ adapters
 
-def _own_metric(emotion: str, family: str) -> str:
+def own_metric(emotion: str, family: str) -> str:
+    """The metric that measures `emotion` in a metric family (p: embedding classifier, lex: keywords)."""
     return "vader_compound" if family == "vader" else f"{family}_{emotion}"
 
 
-def _samples(family: str, effect: str, emotion: str, metric: str, group: str, units, values) -> pd.DataFrame:
+def sample_rows(family: str, effect, emotion, metric: str, group: str, units, values) -> pd.DataFrame:
+    """effect_samples rows (columns in `SAMPLE_COLUMNS` order); `effect`/`emotion` a value or one per row."""
     return pd.DataFrame({"family": family, "effect": effect, "emotion": emotion, "metric": metric, "group": group,
                          "unit": np.asarray(units, dtype=np.int64), "value": np.asarray(values, dtype=float)})
+
+
+def effect_and_set_null(family: str, effect: str, emotion: str, metric: str, effect_rows: pd.DataFrame,
+                        null_rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """An intervention's per-unit values and its matching null: per unit, the mean over the random control
+    sets (random heads, random neurons) run on that unit."""
+    null = null_rows.groupby("unit", sort=True)[metric].mean()
+    return [sample_rows(family, effect, emotion, metric, "effect", effect_rows["unit"], effect_rows[metric]),
+            sample_rows(family, effect, emotion, metric, "null", null.index, null)]
+
+
+def vs_null(value: float, null: np.ndarray) -> dict:
+    """A value next to its control runs (one value per random direction / head set / neuron set): the null's
+    mean, 5% and 95% quantiles, z-score, and the two-sided empirical p with the +1 correction."""
+    null = np.asarray(null, dtype=float)
+    centre = null.mean()
+    sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
+    return {"mean": float(centre), "q05": float(np.quantile(null, 0.05)), "q95": float(np.quantile(null, 0.95)),
+            "z": (value - float(centre)) / sd if sd > 0 else None,
+            "p": float((1 + np.sum(np.abs(null - centre) >= abs(value - centre))) / (1 + len(null)))}
 
 
 def _metric_samples(family: str, effect_id, emotion: str, metric_families: Sequence[str], g: pd.DataFrame,
@@ -337,15 +359,16 @@ def _metric_samples(family: str, effect_id, emotion: str, metric_families: Seque
     """Effect rows (and their null rows) for the emotion's own metric in each metric family present in `g`."""
     parts = []
     for fam in metric_families:
-        metric = _own_metric(emotion, fam)
+        metric = own_metric(emotion, fam)
         col = f"effect_{metric}"
         if col not in g:
             continue
         effect = effect_id(metric)
-        parts.append(_samples(family, effect, emotion, metric, "effect", g["prompt_id"].map(prompt_unit), g[col]))
+        parts.append(sample_rows(family, effect, emotion, metric, "effect", g["prompt_id"].map(prompt_unit),
+                                 g[col]))
         if null is not None and len(null):
-            parts.append(_samples(family, effect, emotion, metric, "null", null["prompt_id"].map(prompt_unit),
-                                  null[col]))
+            parts.append(sample_rows(family, effect, emotion, metric, "null", null["prompt_id"].map(prompt_unit),
+                                     null[col]))
     return parts
 
 

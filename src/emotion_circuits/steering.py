@@ -167,6 +167,16 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
     state: dict = {}
     out_tokens = torch.full((len(prompts), max_new_tokens), pad, dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+
+    def take(logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Greedy token of each row at `step` (pad once a row has emitted EOS); marks rows that are done."""
+        nxt = logits.float().argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        out_tokens[:, step] = nxt
+        if eos is not None:
+            torch.logical_or(done, nxt == eos, out=done)
+        return nxt
+
     with torch.inference_mode():
         if use_cache:
             # 1. the unsteered prompt prefixes, once per distinct prefix (no hooks: nothing is steered there)
@@ -196,11 +206,7 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
                 for step in range(max_new_tokens):
-                    nxt = logits.float().argmax(-1)
-                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                    out_tokens[:, step] = nxt
-                    if eos is not None:
-                        done |= nxt == eos
+                    nxt = take(logits, step)
                     if bool(done.all()) or step == max_new_tokens - 1:
                         break
                     # only the new token goes through the model; earlier keys/values come from the cache
@@ -218,11 +224,7 @@ def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_to
                     state["coef"] = torch.cat([prompt_coef, gen_coef[:, :step]], dim=1)
                     logits = model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
                                    logits_to_keep=1).logits[:, -1]
-                    nxt = logits.float().argmax(-1)
-                    nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                    out_tokens[:, step] = nxt
-                    if eos is not None:
-                        done |= nxt == eos
+                    nxt = take(logits, step)
                     if bool(done.all()):
                         break
                     mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

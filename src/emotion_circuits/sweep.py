@@ -20,6 +20,7 @@ from .evaluation import continuation_nll, score_all
 from .executor import ExecutionConfig, map_chunks
 from .io import read_parquet, read_tensors
 from .models import LoadSpec
+from .stats import own_metric, vs_null
 from .steering import Condition, Window, decode, generate, random_directions, tokenize_prompt
 
 
@@ -172,11 +173,6 @@ def add_effects(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def own_metric(emotion: str, family: str) -> str:
-    """The metric that measures `emotion` in a metric family (p: embedding classifier, lex: keywords)."""
-    return "vader_compound" if family == "vader" else f"{family}_{emotion}"
-
-
 def _ci(values: np.ndarray, seed: int) -> tuple[float, float]:
     if len(values) < 3 or np.allclose(values, values[0]):
         return float(values.mean()), float(values.mean())
@@ -210,15 +206,10 @@ def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshol
             if len(r):
                 prompts = set(r["prompt_id"])
                 paired = float(g[g["prompt_id"].isin(prompts)][col].mean())
-                null = r.groupby("random_id")[col].mean().to_numpy()
-                sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
-                row.update({f"{family}_effect_on_random_prompts": paired,
-                            f"{family}_random_mean": float(null.mean()),
-                            f"{family}_random_q95": float(np.quantile(null, 0.95)),
-                            f"{family}_random_q05": float(np.quantile(null, 0.05)),
-                            f"{family}_z": (paired - float(null.mean())) / sd if sd > 0 else None,
-                            f"{family}_p": float((1 + np.sum(np.abs(null - null.mean()) >= abs(paired - null.mean())))
-                                                 / (1 + len(null)))})
+                v = vs_null(paired, r.groupby("random_id")[col].mean().to_numpy())
+                row.update({f"{family}_effect_on_random_prompts": paired, f"{family}_random_mean": v["mean"],
+                            f"{family}_random_q95": v["q95"], f"{family}_random_q05": v["q05"],
+                            f"{family}_z": v["z"], f"{family}_p": v["p"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
