@@ -126,8 +126,9 @@ def main() -> None:
     report(r, f"{args.model} on {args.device}", args.n, int(batch.mask.sum()), a, args.dtype)
 
     own = np.array([head_runs.EMOTIONS.index(e) for e in df["emotion"]])
-    t_attr = _timed(lambda: H.attribution_batch(lm, batch, readout.directions[own]), args.device)
-    approx = H.attribution_batch(lm, batch, readout.directions[own])
+    got: dict = {}
+    t_attr = _timed(lambda: got.update(x=H.attribution_batch(lm, batch, readout.directions[own])), args.device)
+    approx = got["x"]
     exact_own = r["proj_delta"][:, :, np.arange(args.n), own]
     rho = float(spearmanr(approx.ravel(), exact_own.ravel()).statistic)
     n_emotional = int(sentences["emotion"].isin(head_runs.EMOTIONS).sum())

@@ -10,14 +10,13 @@ Usage (from the repo root): python benchmarks/steering.py [--model smollm2-135m]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from emotion_circuits.steering import Condition, Window, generate, random_directions
 
-from activations import block_params, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from activations import _timed, block_params, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 PROMPTS = "data/steering_prompts.jsonl"
 
@@ -43,25 +42,17 @@ def workload(lm, n: int, prompts: list[str], layout: str = "grid") -> list[Condi
                       dirs[i % len(dirs)], Window("last", 3)) for i in range(n)]
 
 
-def sync(lm) -> None:
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def run(lm, conds: list[Condition], tokens: int, batch_size: int, naive_n: int, peak: float) -> dict:
     """Time the engine on all conditions and the naive loop on an even sample; check token identity."""
+    device = str(lm.device)
     generate(lm, conds[:batch_size], 2)  # warm-up at full batch width (GPU kernels and allocator, CPU caches)
     generate(lm, conds[:1], 2)
-    sync(lm)
-    start = time.perf_counter()
-    batched = generate(lm, conds, tokens, batch_size)
-    sync(lm)
-    engine_s = time.perf_counter() - start
+    batched: list[list[int]] = []
+    engine_s = _timed(lambda: batched.extend(generate(lm, conds, tokens, batch_size)), device)
     sample = list(range(0, len(conds), max(1, len(conds) // naive_n)))[:naive_n]
-    start = time.perf_counter()
-    naive = [generate(lm, [conds[i]], tokens, 1)[0] for i in sample]
-    sync(lm)
-    naive_s = (time.perf_counter() - start) / len(sample) * len(conds)
+    naive: list[list[int]] = []
+    naive_s = _timed(lambda: naive.extend(generate(lm, [conds[i]], tokens, 1)[0] for i in sample), device)
+    naive_s = naive_s / len(sample) * len(conds)
     n_tokens = sum(len(t) for t in batched)
     inside, head = block_params(lm.hf_model)
     return {"engine_s": engine_s, "naive_s": naive_s, "speedup": naive_s / engine_s,
