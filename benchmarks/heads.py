@@ -11,7 +11,6 @@ Usage: python benchmarks/heads.py [--model smollm2-135m] [--n 4] [--device cpu] 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd

@@ -7,7 +7,6 @@ from emotion_circuits import EMOTIONS, circuits, cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet, write_tensors
-from emotion_circuits.models import load_model
 
 
 def run(params, args) -> None:
@@ -15,8 +14,7 @@ def run(params, args) -> None:
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lexicons = load_lexicons(paths.DATASET / "lexicons.json")
-    lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
-    H.prepare(lm)
+    lm = head_runs.head_model(hp, params.seed)
     readout = head_runs.load_readout(paths.VECTORS, lm, lexicons)
     top = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), hp.top_k)
     heads = sorted({h for hs in top.values() for h in hs})

@@ -4,14 +4,12 @@ each next to random same-size head sets."""
 
 import time
 
-import pandas as pd
 
 from emotion_circuits import cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.models import load_model
 
 
 def run(params, args) -> None:
@@ -19,8 +17,7 @@ def run(params, args) -> None:
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
-    lm = load_model(hp.model, hp.device, hp.dtype, params.seed, use_bridge=False)
-    H.prepare(lm)
+    lm = head_runs.head_model(hp, params.seed)
     a = H.arch(lm)
     if hp.patch_heads:
         chosen = [head_runs.parse_head(h) for h in hp.patch_heads]
@@ -35,11 +32,7 @@ def run(params, args) -> None:
     with staged_outputs(*paths.STAGES["head_patching"].targets()) as (out, metrics_path):
         out.mkdir()
         start = time.perf_counter()
-        means = None
-        if hp.ablation == "mean":
-            both = pd.concat([emo, neutral], ignore_index=True)
-            means = H.mean_head_outputs(lm, [b for b, _ in head_runs.make_batches(lm, both, hp.batch_size,
-                                                                                   hp.prepend_bos)])
+        means = head_runs.ablation_means(lm, sentences, emo, hp, params.seed)
         table = head_runs.patch_experiments(lm, heads, emo, neutral, readout, hp, means, params.seed,
                                             progress=not args.no_progress)
         summary = head_runs.patch_summary(table)

@@ -3,40 +3,26 @@ of the final residual's emotion projection, lexicon log-probabilities and attent
 
 import time
 
-import pandas as pd
 
 from emotion_circuits import cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.errors import ParamsError
 from emotion_circuits.executor import execution_config
 from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.models import LoadSpec, load_model
-from emotion_circuits.resources import resolve_device, resolve_dtype
+from emotion_circuits.models import LoadSpec
 
 
 def run(params, args) -> None:
     hp = params.heads
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
-    device = resolve_device(hp.device)
-    dtype = resolve_dtype(hp.dtype, device)
-    # plain HF: the engine edits heads inside its attention function
-    lm = load_model(hp.model, device, dtype, params.seed, use_bridge=False)
-    if not lm.causal:
-        raise ParamsError(f"heads.model {hp.model!r} is an encoder; head screening needs a causal model")
-    H.prepare(lm)
+    lm = head_runs.head_model(hp, params.seed)
     readout = head_runs.load_readout(paths.VECTORS, lm, load_lexicons(paths.DATASET / "lexicons.json"))
     with staged_outputs(*paths.STAGES["head_screening"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         start = time.perf_counter()
-        means = None
-        if hp.ablation == "mean":
-            neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
-            both = pd.concat([emo, neutral], ignore_index=True)
-            means = H.mean_head_outputs(lm, [b for b, _ in head_runs.make_batches(lm, both, hp.batch_size,
-                                                                                   hp.prepend_bos)])
+        means = head_runs.ablation_means(lm, sentences, emo, hp, params.seed)
         table = head_runs.screen(lm, emo, readout, hp.ablation, hp.batch_size, hp.prepend_bos, means,
                                  progress=not args.no_progress, execution=execution_config(params),
                                  loading=LoadSpec(hp.device, hp.dtype, params.seed))  # `auto`: per actor
@@ -68,9 +54,9 @@ def run(params, args) -> None:
                 "n_kv_heads_per_layer": a.n_kv_heads, "n_sentences": {e: int((emo["emotion"] == e).sum())
                                                                      for e in sorted(set(emo["emotion"]))},
                 "readout": f"blocks.{lm.n_layers - 1}.hook_resid_post emotion vectors (sentence_end), unit norm",
-                "dtype": dtype,
+                "dtype": str(next(lm.hf_model.parameters()).dtype).removeprefix("torch."),
                 "attribution": {k: v for k, v in agreement.items() if k != "seconds"},
-                "timing": {"device": device, "executor": params.executor,
+                "timing": {"device": str(lm.device), "executor": params.executor,
                            "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
                            "total_seconds": round(time.perf_counter() - start, 1)}}
         write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info))

@@ -286,3 +286,10 @@ def test_out_of_memory_screens_fewer_heads_per_forward(llama, monkeypatch, caplo
     proj, _ = H.run_head_sets(llama, batch, readout, [[(0, h)] for h in range(4)] + [[(1, 0), (2, 3)]], "zero",
                               chunk=5)
     assert proj.shape == (5, len(TEXTS), 3) and "head sets (zero)" in caplog.text
+
+
+def test_head_stages_refuse_an_encoder_with_one_clear_error():
+    with pytest.raises(ParamsError, match="tiny-bert.*encoder"):
+        head_runs.head_model(HeadParams(model="tiny-bert"), 0)
+    lm = head_runs.head_model(HeadParams(model="tiny-llama"), 0)
+    assert lm.hf_model.config._attn_implementation == H.ATTN_IMPL  # routed through the editing engine

@@ -41,6 +41,26 @@ def select_sentences(sentences: pd.DataFrame, split: str, n_per_label: int, seed
     return pd.concat(parts).reset_index(drop=True)
 
 
+def head_model(hp, seed: int) -> LoadedModel:
+    """The head stages' model (`heads.model`, `heads.device`, `heads.dtype`): plain HF, because the engine edits
+    heads inside its attention function, and causal, because every readout is a next-token position."""
+    lm = LoadSpec(hp.device, hp.dtype, seed).load(hp.model, use_bridge=False)
+    if not lm.causal:
+        raise ParamsError(f"heads.model {hp.model!r} is an encoder; the head stages need a causal model")
+    H.prepare(lm)
+    return lm
+
+
+def ablation_means(lm: LoadedModel, sentences: pd.DataFrame, emo: pd.DataFrame, hp, seed: int):
+    """With `heads.ablation: mean`, each head's mean output over the screened emotional and neutral sentences
+    (what mean-ablation writes in); None for zero-ablation."""
+    if hp.ablation != "mean":
+        return None
+    neutral = select_sentences(sentences, hp.split, hp.n_sentences, seed, ["neutral"])
+    both = pd.concat([emo, neutral], ignore_index=True)
+    return H.mean_head_outputs(lm, [b for b, _ in make_batches(lm, both, hp.batch_size, hp.prepend_bos)])
+
+
 def load_readout(vectors_dir: Path, lm: LoadedModel, lexicons: dict[str, list[str]]) -> H.Readout:
     """Unit emotion directions of the final residual (last layer resid_post, sentence_end) + lexicon token ids."""
     from .activations import model_dirname
