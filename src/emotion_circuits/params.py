@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,15 @@ class DatasetParams:
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
+def _check_ints(section: str, obj: Any, names: Sequence[str], minimum: int = 1) -> None:
+    """Each named field of `obj` is an integer (not a bool) >= `minimum`; one clear error naming the key."""
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ParamsError(f"{section}.{name} must be {what}, got {value!r}")
+
+
 def _check_device(section: str, device: str, dtype: str) -> None:
     """`auto` picks cuda > mps > cpu (and bfloat16 on GPUs, float32 on CPU); explicit values pass through."""
     if not isinstance(device, str) or not (device in ("auto", "cpu", "mps") or device.startswith("cuda")):
@@ -60,8 +70,7 @@ class ActivationParams:
 
     def __post_init__(self) -> None:
         _check_device("activations", self.device, self.dtype)
-        if not isinstance(self.shard_rows, int) or self.shard_rows < 1:
-            raise ParamsError(f"activations.shard_rows must be a positive integer, got {self.shard_rows!r}")
+        _check_ints("activations", self, ("shard_rows", "batch_size"))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         object.__setattr__(self, "positions", tuple(self.positions))
         for hook in self.hooks:
@@ -72,8 +81,6 @@ class ActivationParams:
                 raise ParamsError(f"activations.positions: unknown position {pos!r} (allowed: {', '.join(POSITIONS)})")
         if not self.hooks or not self.positions:
             raise ParamsError("activations.hooks and activations.positions must not be empty")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ParamsError(f"activations.batch_size must be a positive integer, got {self.batch_size!r}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,7 @@ class VectorParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probe_hooks", tuple(self.probe_hooks))
-        if not isinstance(self.n_components, int) or self.n_components < 1:
-            raise ParamsError(f"vectors.n_components must be a positive integer, got {self.n_components!r}")
+        _check_ints("vectors", self, ("n_components",))
         for hook in self.probe_hooks:
             if hook not in HOOKS:
                 raise ParamsError(f"vectors.probe_hooks: unknown hook point {hook!r} (allowed: {', '.join(HOOKS)})")
@@ -124,9 +130,7 @@ class AlignmentParams:
             raise ParamsError(f"alignment.ks must be positive integers containing k_report={self.k_report!r}")
         if max(self.ks) >= self.reduce_dim:
             raise ParamsError(f"alignment.reduce_dim ({self.reduce_dim}) must exceed every k in alignment.ks")
-        for name in ("n_random", "n_perm", "n_noise", "n_cka_perm", "n_layer_pairs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise ParamsError(f"alignment.{name} must be an integer >= 2, got {getattr(self, name)!r}")
+        _check_ints("alignment", self, ("n_random", "n_perm", "n_noise", "n_cka_perm", "n_layer_pairs"), 2)
         if not 0.0 < float(self.massive_share) < 1.0:
             raise ParamsError(f"alignment.massive_share must be in (0, 1), got {self.massive_share!r}")
 
@@ -191,10 +195,8 @@ class SteeringParams:
             raise ParamsError(f"steering.unit must be raw or norm, got {self.unit!r}")
         if self.primary_metric not in ("p", "lex", "vader"):
             raise ParamsError(f"steering.primary_metric must be p, lex or vader, got {self.primary_metric!r}")
-        for name in ("n_prompts", "n_random", "random_prompts", "max_new_tokens", "batch_size", "single_prompts",
-                     "single_random"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ParamsError(f"steering.{name} must be a positive integer, got {getattr(self, name)!r}")
+        _check_ints("steering", self, ("n_prompts", "n_random", "random_prompts", "max_new_tokens", "batch_size",
+                                       "single_prompts", "single_random"))
 
 
 @dataclass(frozen=True)
@@ -214,10 +216,7 @@ class StatisticsParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "power_ds", tuple(self.power_ds))
         object.__setattr__(self, "metric_families", tuple(self.metric_families))
-        for name in ("n_boot", "n_perm"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 100:
-                raise ParamsError(f"statistics.{name} must be an integer >= 100, got {value!r}")
+        _check_ints("statistics", self, ("n_boot", "n_perm"), 100)
         for name in ("ci_level", "fdr_alpha", "power", "power_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
@@ -276,15 +275,9 @@ class HeadParams:
                 raise ParamsError(f"heads.patch_heads entries look like 'L3H5', got {head!r}")
         if not isinstance(self.attribution, bool):
             raise ParamsError(f"heads.attribution must be true or false, got {self.attribution!r}")
-        for name in ("n_sentences", "evaluate_top_n", "attribution_sentences"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ParamsError(f"heads.{name} must be a non-negative integer, got {v!r}")
-        for name in ("batch_size", "top_k", "n_random_sets", "n_neurons", "n_tokens", "n_generate",
-                     "max_new_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ParamsError(f"heads.{name} must be a positive integer, got {v!r}")
+        _check_ints("heads", self, ("n_sentences", "evaluate_top_n", "attribution_sentences"), 0)
+        _check_ints("heads", self, ("batch_size", "top_k", "n_random_sets", "n_neurons", "n_tokens", "n_generate",
+                                    "max_new_tokens"))
         for ev in self.evaluators:
             if ev not in ("lexicon", "embedding", "hf"):
                 raise ParamsError(f"heads.evaluators: unknown evaluator {ev!r} (allowed: lexicon, embedding, hf)")
@@ -299,10 +292,7 @@ class ExecutionParams:
     ray_workers: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("chunk_size", "ray_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParamsError(f"execution.{name} must be a positive integer, got {value!r}")
+        _check_ints("execution", self, ("chunk_size", "ray_workers"))
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ParamsError(f"execution.ray_address must be null or a string, got {self.ray_address!r}")
 

@@ -185,8 +185,8 @@ def upstream_stages(dvc_yaml: Path, stage: str) -> list[str]:
     todo = [stage]
     while todo:
         deps = [str(d) for d in (stages.get(todo.pop()) or {}).get("deps") or []]
-        for name, paths in outs.items():
-            if name not in seen and name != stage and any(_overlaps(d, o) for d in deps for o in paths):
+        for name, stage_outs in outs.items():
+            if name not in seen and name != stage and any(_overlaps(d, o) for d in deps for o in stage_outs):
                 seen.add(name)
                 todo.append(name)
     return sorted(seen)
