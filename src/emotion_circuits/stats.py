@@ -346,7 +346,7 @@ def effect_and_set_null(family: str, effect: str, emotion: str, metric: str, eff
 def vs_null(value: float, null: np.ndarray) -> dict:
     """A value next to its control runs (one value per random direction / head set / neuron set): the null's
     mean, 5% and 95% quantiles, z-score, and the two-sided empirical p with the +1 correction."""
-    null = np.asarray(null, dtype=float)
+    null = np.asarray(null)  # the caller's dtype: float32 scores keep their float32 mean (as the stages always had)
     centre = null.mean()
     sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
     return {"mean": float(centre), "q05": float(np.quantile(null, 0.05)), "q95": float(np.quantile(null, 0.95)),
