@@ -38,27 +38,39 @@ def run(params, args) -> None:
     split = data[params.models[0]][0]["split"].to_numpy()
     jobs = [(a, b, la, lb) for a in params.models for b in params.models
             for la, lb in al.layer_pairs(len(data[a][1]), len(data[b][1]), p.n_layer_pairs)]
-    results = []
+    # Each (model, layer, feature mode) is embedded (prepared, PCA-reduced, Gram matrix) once for all its pairs.
+    cache = al.EmbeddingCache(split == "fit", p.massive_share, p.reduce_dim)
+    settings = {"hook": p.hook, "position": p.position, "variant": p.primary_variant, "reduce_dim": p.reduce_dim}
+    results, maps = [], {}
     with staged_outputs(*paths.STAGES["alignment"].targets()) as (out, metrics_path, plots):
         out.mkdir()
         plots.mkdir()
         for a, b, la, lb in tqdm(jobs, desc="alignment", disable=args.no_progress):
-            xa, xb = data[a][1][la], data[b][1][lb]
-            xr = random_init[a][la] if random_init[a] is not None else None
             similarity = {}
             for variant in p.variants:
                 cfg = al.variant_config(variant, p, params.seed)
+                ea = cache.get((a, la), data[a][1][la], cfg.features)
+                eb = cache.get((b, lb), data[b][1][lb], cfg.features)
+                er = (cache.get((a + RANDOM_INIT_SUFFIX, la), random_init[a][la], cfg.features)
+                      if random_init[a] is not None else None)
                 if cfg.features not in similarity:
-                    similarity[cfg.features] = al.similarity_scores(xa, xb, split, cfg.features, p.massive_share,
-                                                                    p.n_cka_perm, params.seed)
-                res = al.align_layer_pair(xa, xb, labels, split, cfg, xr)
+                    similarity[cfg.features] = al.similarity_scores(ea, eb, labels, split, p.n_cka_perm, params.seed)
+                res, fitted = al.align_embeddings(ea, eb, labels, split, cfg, er)
                 results.append({"a": a, "b": b, "layer_a": la, "layer_b": lb, "variant": variant,
                                 **similarity[cfg.features], **res})
-        grids = {(a, b): al.cka_grid(data[a][1], data[b][1], split, "zscore", p.massive_share)
-                 for i, a in enumerate(params.models) for b in params.models[i + 1:]}
+                if variant == p.primary_variant:
+                    maps.setdefault((a, b), {})[al.layer_key(la, lb)] = al.DirectionMap.from_fit(
+                        fitted, ea, eb, cfg.reduce, {"source_layer": la, "target_layer": lb, "ridge_alpha": fitted.alpha,
+                                                     "map_r2_heldout": fitted.r2_heldout, **settings})
+        for (a, b), layer_maps in maps.items():
+            al.save_direction_maps(out / "maps" / al.map_filename(a, b), layer_maps, a, b, settings)
+        fit = split == "fit"
+        grams = {m: [al.centred_gram(al.prepare_features(x, fit, "zscore", p.massive_share)[0]) for x in layers]
+                 for m, (_, layers) in data.items()}
+        grids = {(a, b): al.cka_grid(grams[a], grams[b]) for i, a in enumerate(params.models) for b in params.models[i + 1:]}
         massive = {m: al.massive_report(layers, split, p.massive_share) for m, (_, layers) in data.items()}
         al.write_outputs(results, grids, massive, p, out, plots)
-        write_json(metrics_path, al.summarise(results, massive, p))
+        write_json(metrics_path, al.summarise(results, massive, p, params.models))
 
 
 if __name__ == "__main__":

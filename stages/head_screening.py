@@ -4,7 +4,7 @@ of the final residual's emotion projection, lexicon log-probabilities and attent
 import time
 
 
-from emotion_circuits import cli, head_runs, paths
+from emotion_circuits import EMOTIONS, cli, head_runs, paths
 from emotion_circuits import heads as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.executor import execution_config
@@ -37,6 +37,14 @@ def run(params, args) -> None:
             attr_seconds = time.perf_counter() - t0
             agreement = {"n_sentences": len(full), "seconds": round(attr_seconds, 1),
                          "per_emotion": head_runs.attribution_agreement(summary, attribution, max(hp.top_k, 1))}
+        # the seeds' metric (attention on emotion words vs neutral), clean passes only: on every screened sentence
+        # of the attribution selection (the full dataset by default), else on the exactly screened ones
+        pool = head_runs.select_sentences(sentences, "all" if hp.attribution else hp.split,
+                                          hp.attribution_sentences if hp.attribution else hp.n_sentences,
+                                          params.seed, [*EMOTIONS, "neutral"])
+        attention = head_runs.seeds_attention_scores(lm, pool[pool["emotion"] != "neutral"],
+                                                     pool[pool["emotion"] == "neutral"], hp.batch_size,
+                                                     hp.prepend_bos)
         top = head_runs.top_heads(summary, hp.evaluate_top_n) if hp.evaluate_top_n else {}
         evaluators = _evaluators(hp, sentences, params.seed) if top else []
         evaluation = head_runs.evaluate_heads(lm, top, emo, evaluators, hp.n_generate, hp.max_new_tokens,
@@ -46,6 +54,7 @@ def run(params, args) -> None:
         if attribution is not None:
             write_parquet(out / "attribution.parquet", attribution)
         write_parquet(out / "generation.parquet", evaluation)
+        write_parquet(out / "attention_scores.parquet", attention)
         write_parquet(out / "effect_samples.parquet", head_runs.screen_effect_samples(table, hp.ablation))
         write_parquet(out / "sentences.parquet", emo[["id", "emotion", "split"]])
         head_runs.heatmaps(summary, lm.n_layers, H.arch(lm).n_heads, plots)
@@ -59,7 +68,7 @@ def run(params, args) -> None:
                 "timing": {"device": str(lm.device), "executor": params.executor,
                            "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
                            "total_seconds": round(time.perf_counter() - start, 1)}}
-        write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info))
+        write_json(metrics_path, head_runs.screen_metrics(summary, max(hp.top_k, 1), evaluation, info, attention))
 
 
 def _evaluators(hp, sentences, seed):

@@ -1,14 +1,12 @@
 """Stage `steering`: one alpha (top-level `alpha`, try `dvc exp run -S alpha=2`) at `steering.layer`, over neutral
 prompts and the real-world texts: sentence-end vs emotion-token vectors, prompt-only vs iterative patching, swap
-patching of emotional texts, random controls, and cross-model directions mapped through the alignment map."""
+patching of emotional texts and random controls (cross-model directions: stage `cross_steering`)."""
 
 import time
 
 import pandas as pd
 
 from emotion_circuits import EMOTIONS, cli, paths, report_steering, sweep
-from emotion_circuits.activations import load_activations, model_dirname
-from emotion_circuits.alignment import direction_map, layer_pairs
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import UserError
 from emotion_circuits.evaluation import build_evaluators
@@ -17,23 +15,6 @@ from emotion_circuits.executor import execution_config
 from emotion_circuits.models import load_model
 from emotion_circuits.params import POSITIONS
 from emotion_circuits.steering import random_directions
-
-
-def cross_model_directions(s, seed_layer_target: int, n_layers_target: int):
-    """Source-model emotion vectors mapped into the steering model's space; None when not configured."""
-    if not s.cross_model_source:
-        return None, "skipped: set steering.cross_model_source to a second causal model with activations"
-    src_index, src = load_activations(paths.ACTIVATIONS / model_dirname(s.cross_model_source), s.vector_position)
-    _, dst = load_activations(paths.ACTIVATIONS / model_dirname(s.model), s.vector_position)
-    n_src = len({k.split(".")[1] for k in src})
-    pairs = dict((b, a) for a, b in layer_pairs(n_src, n_layers_target, n_layers_target))
-    src_layer = pairs.get(seed_layer_target, round(seed_layer_target * (n_src - 1) / max(n_layers_target - 1, 1)))
-    xa, xb = src[f"blocks.{src_layer}.hook_resid_pre"], dst[f"blocks.{seed_layer_target}.hook_resid_pre"]
-    labels, split = src_index["emotion"].to_numpy(), src_index["split"].to_numpy()
-    mapper, heldout = direction_map(xa, xb, labels, split, 48, (0.1, 1.0, 10.0, 100.0))
-    vecs = sweep.load_directions(paths.VECTORS, s.cross_model_source, s.vector_position, [src_layer], "raw")
-    return {e: mapper(vecs[(e, src_layer)]) for e in EMOTIONS}, {"source": s.cross_model_source,
-                                                                 "source_layer": src_layer, "map_r2_heldout": heldout}
 
 
 def run(params, args) -> None:
@@ -49,7 +30,6 @@ def run(params, args) -> None:
     lm = load_model(s.model, device=s.device, dtype=s.dtype, seed=params.seed, use_bridge=False)
     if not 0 <= layer < lm.n_layers:
         raise UserError(f"steering.layer {layer} out of range for {s.model} (0..{lm.n_layers - 1})")
-    crossed, cross_info = cross_model_directions(s, layer, lm.n_layers)
     grid = sweep.ConditionSet(spec)
 
     def add(p, kind, emotion, direction, variant="prompt_only", iterative=False, source="none", random_id=-1):
@@ -66,8 +46,6 @@ def run(params, args) -> None:
                 other = [pos for pos in POSITIONS if pos != s.vector_position][0]
                 add(p, "emotion", e, dirs[other][(e, layer)], f"vector_{other}")
                 add(p, "emotion", e, alt[(e, layer)], f"direction_{other_kind}")
-                if crossed is not None:
-                    add(p, "cross_model", e, crossed[e], "cross_model")
         if p.label in EMOTIONS:  # swap patching: replace the text's emotion component by another emotion's
             for e in EMOTIONS:
                 if e != p.label:
@@ -97,13 +75,10 @@ def run(params, args) -> None:
                  # swap directions (v_target - v_source) have their own norm: no equal-norm random null here
                  "swap": sweep.summarise_effects(table[table["kind"] != "random"], fams, s.nll_threshold,
                                                  params.seed, kind="swap", extra_keys=("source_emotion",))}
-        if crossed is not None:
-            parts["cross_model_effects"] = sweep.summarise_effects(neutral_rows, fams, s.nll_threshold, params.seed,
-                                                           kind="cross_model")
         write_parquet(out / "generations.parquet", table)
         for name, frame in parts.items():
             write_parquet(out / f"summary_{name}.parquet", frame)
-        write_json(metrics_path, report_steering.single_metrics(parts, s, alpha, cross_info, len(conds), seconds))
+        write_json(metrics_path, report_steering.single_metrics(parts, s, alpha, len(conds), seconds))
 
 
 if __name__ == "__main__":

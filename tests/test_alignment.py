@@ -9,14 +9,35 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from emotion_circuits import EMOTIONS
+import importlib.util
+from pathlib import Path
+
+from sklearn.linear_model import RidgeCV
+
+from emotion_circuits import alignment as al
 from emotion_circuits.alignment import (align_layer_pair, canonical_correlations, cka_with_null,
                                         layer_pairs, linear_cka, null_summary, orthonormal_rows, overlap,
-                                        passes_all_nulls, random_subspace_overlaps, similarity_scores,
-                                        variant_config, verdict)
+                                        passes_all_nulls, random_subspace_overlaps, variant_config, verdict)
 
+from emotion_circuits.errors import UserError
 from emotion_circuits.params import AlignmentParams
 
 FAST = AlignmentParams(reduce_dim=16, ks=(2, 4), k_report=2, n_random=200, n_perm=20, n_noise=5)
+
+
+def similarity_scores(xa, xb, labels, split, features, n_perm, seed):
+    fit = split == "fit"
+    ea, eb = (al.embed(x, fit, features, 0.2, FAST.reduce_dim) for x in (xa, xb))
+    return al.similarity_scores(ea, eb, labels, split, n_perm, seed)
+
+
+def _benchmark():
+    """benchmarks/alignment.py holds the one-null-at-a-time reference the batched code replaced."""
+    spec = importlib.util.spec_from_file_location("alignment_benchmark",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "alignment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config(variant: str, **overrides):
@@ -73,8 +94,12 @@ def test_planted_rotation_is_recovered_across_widths():
     assert k["mismatched_emotions"] < 0.5
     assert out["specific_vector_cosine_after"]["raw"] > 0.95 and out["specific_vector_cosine_after"]["p"] < 0.1
     assert out["cca_top5"][0] > 0.99
-    cka = similarity_scores(xa, xb, split, "zscore", 0.2, 20, 0)["cka"]  # non-orthogonal maps lower CKA
+    sim = similarity_scores(xa, xb, labels, split, "zscore", 20, 0)
+    cka = sim["cka"]  # non-orthogonal maps lower CKA
     assert cka["raw"] > 0.6 and cka["raw"] > 5 * cka["null_q95"]
+    # width-free: the same latent geometry in both models (40 vs 30 wide) is found without any map
+    assert sim["rsa"]["raw"] > 0.8 and sim["rsa"]["p"] < 0.1 and sim["rsa"]["null_q95"] < 0.1
+    assert sim["emotion_geometry"]["raw"] > 0.8 and sim["emotion_geometry"]["raw"] > sim["emotion_geometry"]["null_q95"]
 
 
 def test_independent_random_data_stays_at_the_null():
@@ -86,8 +111,9 @@ def test_independent_random_data_stays_at_the_null():
     assert k["overlap_after"] < k["vs_random_subspace"]["null_q95"] + 0.1
     assert out["map_r2_heldout"] < 0.05
     assert not passes_all_nulls({**{key: v for key, v in out.items() if key != "k"}, **k})
-    sim = similarity_scores(xa, xb, split, "zscore", 0.2, 20, 0)
+    sim = similarity_scores(xa, xb, labels, split, "zscore", 20, 0)
     assert sim["cka_debiased"]["raw"] < 0.05 and sim["cka"]["p"] > 0.01
+    assert sim["rsa"]["raw"] < sim["rsa"]["null_q95"] + 0.05 and sim["rsa"]["p"] > 0.01
 
 
 def test_self_alignment_is_one_and_the_verdict_says_so():
@@ -132,3 +158,125 @@ def test_cca_needs_reduction_and_finds_linear_relations():
 def test_layer_pairs_match_relative_depth():
     assert layer_pairs(30, 6, 6) == [(0, 0), (6, 1), (12, 2), (17, 3), (23, 4), (29, 5)]
     assert layer_pairs(6, 6, 3) == [(0, 0), (2, 2), (5, 5)]
+
+
+@pytest.mark.parametrize("variant", ["zscore", "drop_massive", "seeds"])
+def test_batched_nulls_equal_the_one_at_a_time_reference(variant):
+    """Same seeds -> the same numbers as the pre-batching code (kept in benchmarks/alignment.py), every field."""
+    bench = _benchmark()
+    z, labels, split = latent_data(n_per=60)
+    xa, xb = embed(z, 40, seed=1), embed(z, 30, seed=2)
+    xa[:, 3] += 30.0  # a massive dimension for drop_massive
+    xr = np.random.default_rng(9).standard_normal(xa.shape)
+    cfg = config(variant, ks=(2, 4, 8))
+    new = align_layer_pair(xa, xb, labels, split, cfg, xr)
+    ref = bench.reference_align_layer_pair(xa, xb, labels, split, cfg, xr)
+    assert bench.max_difference([ref], [new]) < 1e-9
+    assert new["ridge_alpha"] == ref["ridge_alpha"] and new["dropped_dims_a"] == ref["dropped_dims_a"]
+
+
+def test_batched_cka_null_equals_the_reference_per_permutation():
+    bench = _benchmark()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((60, 12)), rng.standard_normal((60, 9))
+    y[:, :4] += x[:, :4]
+    new = cka_with_null(x, y, 12, np.random.default_rng(3))
+    ref = bench.reference_cka_with_null(x, y, 12, np.random.default_rng(3))
+    assert new["cka"] == pytest.approx(ref["cka"], rel=1e-10)
+    assert new["cka_debiased"]["raw"] == pytest.approx(ref["cka_debiased"]["raw"], rel=1e-10)
+    kx, ky = al.centred_gram(x), al.centred_gram(y)
+    perms = np.stack([rng.permutation(60) for _ in range(6)])
+    lin, deb = al.permuted_cka(kx, ky, perms)
+    assert deb == pytest.approx([bench.debiased_cka_from_grams(kx, ky[np.ix_(p, p)]) for p in perms], abs=1e-12)
+    assert lin == pytest.approx([linear_cka(x, y[p]) for p in perms], abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(90, 12, 7), (40, 70, 5)])
+@pytest.mark.parametrize("intercept", [True, False])
+def test_ridge_path_equals_sklearn_ridgecv(shape, intercept):
+    n, d, t = shape
+    rng = np.random.default_rng(1)
+    alphas = (0.01, 0.1, 1.0, 10.0, 100.0)
+    x = rng.standard_normal((4, n, d))
+    chosen = set()
+    for b, noise in enumerate((0.05, 0.5, 2.0, 8.0)):
+        y = x[b] @ rng.standard_normal((d, t)) + noise * rng.standard_normal((n, t)) + 3.0
+        m = al.fit_maps(x, y, alphas, intercept)[b]
+        ref = RidgeCV(alphas=list(alphas), fit_intercept=intercept).fit(x[b], y)
+        assert m.alpha == ref.alpha_
+        assert m.weight == pytest.approx(ref.coef_.T, abs=1e-9)
+        assert m.bias == pytest.approx(np.broadcast_to(ref.intercept_, (t,)), abs=1e-9)
+        chosen.add(m.alpha)
+    assert len(chosen) > 1  # the test exercises the alpha selection, not one corner of it
+
+
+@pytest.mark.parametrize("variant", ["zscore", "drop_massive", "raw"])
+def test_saved_direction_map_reproduces_the_fitted_map(tmp_path, variant):
+    z, labels, split = latent_data(n_per=60)
+    fit = split == "fit"
+    xa, xb = embed(z, 40, seed=1), embed(z, 30, seed=2)
+    xb[:, 2] += 40.0
+    cfg = config(variant)
+    ea, eb = (al.embed(x, fit, cfg.features, cfg.massive_share, cfg.reduce_dim) for x in (xa, xb))
+    scores, m = al.align_embeddings(ea, eb, labels, split, cfg)
+    meta = {"source_layer": 3, "target_layer": 5, "ridge_alpha": m.alpha, "map_r2_heldout": m.r2_heldout}
+    settings = {"hook": "resid_post", "position": "sentence_end", "variant": variant, "reduce_dim": 16}
+    memory = al.DirectionMap.from_fit(m, ea, eb, True, {**meta, **settings})
+    al.save_direction_maps(tmp_path / al.map_filename("a", "b"), {al.layer_key(3, 5): memory}, "a", "b", settings)
+    loaded = al.load_direction_map(tmp_path, "a", "b", 3, 5)
+    v = np.random.default_rng(4).standard_normal((5, 40))
+    assert loaded.apply(v) == pytest.approx(memory.apply(v), abs=1e-12) and loaded.apply(v[0]).shape == (30,)
+    # the map the stage scored: its reduced-space prediction gives the stage's held-out R^2
+    nt = (split == "test") & (labels == "neutral")
+    from sklearn.metrics import r2_score
+    r2 = r2_score(eb.reduced[nt], loaded.predict(xa[nt]), multioutput="variance_weighted")
+    assert r2 == pytest.approx(scores["map_r2_heldout"], abs=1e-10)
+    # directions: the linear part of the same chain (mapped emotion vector == mapped difference of means)
+    d = xa[fit & (labels == "anger")].mean(0) - xa[fit & (labels == "neutral")].mean(0)
+    through = loaded.predict(xa[fit & (labels == "anger")]).mean(0) - loaded.predict(xa[fit & (labels == "neutral")]).mean(0)
+    direction = loaded.apply(d)
+    if loaded.target["scale"] is not None:
+        direction = direction / loaded.target["scale"]
+    if loaded.target["dropped"]:
+        direction = np.delete(direction, loaded.target["dropped"])
+    assert direction @ eb.pca_basis.T == pytest.approx(through, abs=1e-9)
+    assert loaded.metadata == {"source": "a", "target": "b", **settings, **meta}
+    assert loaded.target["dropped"] == eb.dropped and loaded.source["width"] == 40
+    with pytest.raises(UserError, match="no map"):
+        al.load_direction_map(tmp_path, "a", "b", 3, 4)
+
+
+def test_outputs_have_the_by_layer_plot_and_one_summary_per_model_pair(tmp_path):
+    z, labels, split = latent_data(n_per=40)
+    p = dataclasses.replace(FAST, variants=("zscore",), primary_variant="zscore", n_cka_perm=5)
+    xs = {"smollm2-135m": [embed(z, 40, seed=s) for s in (1, 2)], "gemma3-270m": [embed(z, 30, seed=s) for s in (3, 4)]}
+    cache = al.EmbeddingCache(split == "fit", p.massive_share, p.reduce_dim)
+    results = []
+    for a in xs:
+        for b in xs:
+            for la, lb in layer_pairs(2, 2, 2):
+                ea, eb = cache.get((a, la), xs[a][la], "zscore"), cache.get((b, lb), xs[b][lb], "zscore")
+                res, _ = al.align_embeddings(ea, eb, labels, split, al.variant_config("zscore", p, 0))
+                results.append({"a": a, "b": b, "layer_a": la, "layer_b": lb, "variant": "zscore",
+                                **al.similarity_scores(ea, eb, labels, split, 5, 0), **res})
+    (tmp_path / "plots").mkdir()
+    massive = {m: al.massive_report(layers, split, p.massive_share) for m, layers in xs.items()}
+    al.write_outputs(results, {}, massive, p, tmp_path, tmp_path / "plots")
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "plots" / "by_layer" / "smollm2-135m__gemma3-270m.csv")
+    assert tuple(table.columns) == al.BY_LAYER_COLUMNS and len(table) == 2
+    assert table["overlap_before"].isna().all() and table["rsa"].notna().all()
+    assert (tmp_path / "plots" / "alignment_by_layer.png").stat().st_size > 0
+    summary = al.summarise(results, massive, p, list(xs))
+    assert summary["lead_pair"] == "smollm2-135m<->gemma3-270m"
+    entry = summary["model_pairs"]["smollm2-135m<->gemma3-270m"]
+    assert set(entry["verdicts"]) == {"smollm2-135m->gemma3-270m", "gemma3-270m->smollm2-135m"}
+    assert entry["mean_rsa"] > 0.5 and "Width-free" in entry["verdict"]
+    assert "rsa" in summary["pairs"]["smollm2-135m->gemma3-270m"]["layer_pairs"]["L00-L00"]
+
+
+def test_k_sweep_reports_every_k_of_the_params_list():
+    z, labels, split = latent_data(n_per=40)
+    out = align_layer_pair(embed(z, 40, seed=1), embed(z, 30, seed=2), labels, split,
+                           config("zscore", ks=(2, 5, 8, 10), reduce_dim=12))
+    assert sorted(out["k"]) == [2, 5, 8, 10]

@@ -127,25 +127,29 @@ _PLUMBING = {"__init__.py", "cli.py", "params.py", "errors.py"}
 
 
 def _library_imports(path) -> set[str]:
-    """emotion_circuits modules (file names) that `path` imports, at the top or inside functions."""
+    """emotion_circuits modules that `path` imports, at the top or inside functions: file names (`x.py`), or a
+    sub-package's folder name (`arch`; its __init__ imports every module in it, so the folder is the dep)."""
     import ast
 
+    src = ROOT / "src/emotion_circuits"
+    inner = path.parent != src  # a module of a sub-package: `.x` is its own package, `..x` the library
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level == 0 and not module.startswith("emotion_circuits"):
                 continue
-            parts = module.split(".")[1:] if node.level == 0 else ([module] if module else [])
+            if inner and node.level == 1:
+                continue
+            parts = module.split(".")[1:] if node.level == 0 else ([module.split(".")[0]] if module else [])
             if parts and parts[0]:
-                names.add(parts[0] + ".py")
+                names.update({parts[0] + ".py", parts[0]})
             else:  # `from emotion_circuits import x` / `from . import x`: x may be a module
-                names.update(a.name + ".py" for a in node.names)
+                names.update(n for a in node.names for n in (a.name + ".py", a.name))
         elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] + ".py" for a in node.names
-                         if a.name.startswith("emotion_circuits."))
-    src = ROOT / "src/emotion_circuits"
-    return {n for n in names if (src / n).exists()}
+            names.update(n for a in node.names if a.name.startswith("emotion_circuits.")
+                         for n in (a.name.split(".")[1] + ".py", a.name.split(".")[1]))
+    return {n for n in names if (src / n).is_file() or (src / n / "__init__.py").is_file()}
 
 
 def test_every_library_module_a_stage_runs_is_a_dvc_dep():
@@ -159,7 +163,9 @@ def test_every_library_module_a_stage_runs_is_a_dvc_dep():
             module = todo.pop()
             if module not in seen:
                 seen.add(module)
-                todo |= _library_imports(src / module)
+                files = sorted((src / module).glob("*.py")) if (src / module).is_dir() else [src / module]
+                for f in files:
+                    todo |= _library_imports(f)
         needed = {f"src/emotion_circuits/{m}" for m in seen - _PLUMBING}
         missing = needed - set(stage["deps"])
         assert not missing, f"stage {name}: add to its deps in dvc.yaml: {sorted(missing)}"

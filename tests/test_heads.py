@@ -293,3 +293,31 @@ def test_head_stages_refuse_an_encoder_with_one_clear_error():
         head_runs.head_model(HeadParams(model="tiny-bert"), 0)
     lm = head_runs.head_model(HeadParams(model="tiny-llama"), 0)
     assert lm.hf_model.config._attn_implementation == H.ATTN_IMPL  # routed through the editing engine
+
+
+def test_seeds_attention_metric_matches_hf_attention_patterns(llama):
+    """The seeds' screening metric: per-token attention of the sentence-end query on emotion words (emotional
+    sentences) minus on text tokens (neutral sentences), read off HF's own eager attention weights."""
+    plain = load_model("tiny-llama", use_bridge=False)
+    plain.hf_model.config._attn_implementation = "eager"
+    df = pd.DataFrame({"id": [f"s{i}" for i in range(len(TEXTS))], "text": TEXTS,
+                       "emotion": ["gratitude", "anger", "apology", "gratitude", "neutral"], "emotion_words": WORDS})
+    scores = head_runs.seeds_attention_scores(llama, df[df["emotion"] != "neutral"], df[df["emotion"] == "neutral"],
+                                              batch_size=2, prepend_bos=True)
+    expected = np.zeros((len(TEXTS), llama.n_layers, H.arch(llama).n_heads))
+    for i, (text, words) in enumerate(zip(TEXTS, WORDS)):
+        batch = H.make_batch(llama, [text], [words])
+        with torch.inference_mode():
+            att = plain.hf_model(input_ids=batch.ids, output_attentions=True).attentions  # per layer [1, H, T, T]
+        positions = batch.emotion_mask[0].bool()
+        for layer, a in enumerate(att):
+            expected[i, layer] = a[0, :, int(batch.end_pos[0]), positions].mean(-1).numpy()
+    got = scores.set_index(["emotion", "layer", "head"])
+    for layer in range(llama.n_layers):
+        for head in range(H.arch(llama).n_heads):
+            row = got.loc[("gratitude", layer, head)]
+            assert row["emotion_mean_attn"] == pytest.approx(expected[[0, 3], layer, head].mean(), abs=1e-5)
+            assert row["neutral_mean_attn"] == pytest.approx(expected[4, layer, head], abs=1e-5)
+            assert row["delta_attn"] == pytest.approx(row["emotion_mean_attn"] - row["neutral_mean_attn"], abs=1e-7)
+    assert set(scores["emotion"]) == {"gratitude", "anger", "apology"}
+    assert (scores["samples_emotion"][scores["emotion"] == "gratitude"] == 2).all()

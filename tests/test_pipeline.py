@@ -52,7 +52,8 @@ def project(tmp_path_factory) -> Path:
                                n_cka_perm=5, n_layer_pairs=2)
     params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], n_prompts=3, n_random=3,
                               random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
-                              single_random=2, cross_model_source="tiny-gpt2")
+                              single_random=2)
+    params["cross_steering"].update(n_prompts=3, n_random=3)  # auto: the two causal tiny models
     params["statistics"].update(n_boot=200, n_perm=200)
     params["execution"].update(chunk_size=8)  # several chunks per stage, so the Ray test really splits the work
     params["heads"].update(model="tiny-llama", n_sentences=4, batch_size=4, top_k=2, n_random_sets=3, n_neurons=4,
@@ -91,8 +92,16 @@ def test_repro_produces_outs_and_metrics(project):
     assert set(steering["best"]) == {"gratitude", "anger", "apology"}
     assert steering["best"]["anger"]["with_controls"]["random_q95"] is not None
     single = json.loads((project / "metrics/steering_alpha.json").read_text())
-    assert single["alpha"] == 0.8 and single["cross_model"]["source"] == "tiny-gpt2"
-    assert set(single["cross_model_effects"]) == {"gratitude", "anger", "apology"}
+    assert single["alpha"] == 0.8
+    cross = json.loads((project / "metrics/cross_steering.json").read_text())
+    assert set(cross["pairs"]) == {"tiny-llama->tiny-gpt2", "tiny-gpt2->tiny-llama"}
+    to_gpt2 = cross["pairs"]["tiny-llama->tiny-gpt2"]
+    assert to_gpt2["steer_site"] == f"blocks.{int(to_gpt2['target_layer'].split('.')[1]) + 1}.hook_resid_pre"
+    assert to_gpt2["map"]["source"] == "tiny-llama" and to_gpt2["map"]["target"] == "tiny-gpt2"
+    for emotion in ("gratitude", "anger", "apology"):
+        assert to_gpt2["effects"][emotion]["mapped"]["p_vs_random"] is not None  # against mapped random dirs
+        assert to_gpt2["effects"][emotion]["native"]["random_q95"] is None       # native: against 0
+        assert -1 <= to_gpt2["geometry"][emotion]["cosine_mapped_native"] <= 1
     assert {"anger|prompt_only", "anger|iterative", "anger|vector_emotion_tokens",
             "anger|direction_pca1"} <= set(single["neutral"])
     assert "anger->gratitude" in single["swap"] and "gratitude|prompt_only" in single["real_world"]
@@ -103,7 +112,7 @@ def test_statistics_and_report_build_and_every_report_number_is_traceable(projec
     from .test_report import check_traceable
 
     stats = json.loads((project / "metrics/statistics.json").read_text())
-    assert {"steering_sweep", "steering"} <= set(stats["families"])
+    assert {"steering_sweep", "steering", "cross_steering"} <= set(stats["families"])
     anger = stats["headline"]["steering_sweep"]["anger"]
     assert anger["test"] == "two_sample_vs_null" and anger["n"] == 3 and anger["n_null"] == 9
     assert 0 <= anger["p_adj"] <= 1 and stats["power"]["n_per_group_two_sample"]["d=0.5"] == 64

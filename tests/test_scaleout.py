@@ -57,7 +57,7 @@ def team(tmp_path_factory) -> Path:
     # unit=norm: alpha x unit direction x residual norm, so the random tiny model's text actually moves
     params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], unit="norm", n_prompts=3, n_random=3,
                               random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
-                              single_random=2, cross_model_source=None)
+                              single_random=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     sh("git", "config", "user.name", "t", cwd=repo)  # the queue's workers commit experiments

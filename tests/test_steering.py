@@ -215,8 +215,11 @@ def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
     assert scores["hf_sentiment_positive"].nunique() > 1  # texts are really scored, not a constant
 
 
-def test_direction_map_carries_a_planted_direction_across_models():
-    from emotion_circuits.alignment import direction_map
+def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path):
+    """Cross-model steering's direction: a latent direction embedded in model A, through the map the alignment
+    stage fits and saves, lands on the same latent direction embedded in model B."""
+    from emotion_circuits import alignment as al
+    from emotion_circuits.params import AlignmentParams
 
     from .test_alignment import latent_data
 
@@ -224,11 +227,18 @@ def test_direction_map_carries_a_planted_direction_across_models():
     rng = np.random.default_rng(4)
     emb_a, emb_b = rng.standard_normal((12, 40)), rng.standard_normal((12, 30))
     xa, xb = z @ emb_a, z @ emb_b
-    mapper, heldout = direction_map(xa, xb, labels, split, 12, (1e-3, 1e-2))
+    cfg = al.variant_config("zscore", AlignmentParams(reduce_dim=12, ks=(2,), k_report=2, ridge_alphas=(1e-3, 1e-2), n_random=5,
+                                                      n_perm=2, n_noise=2), 0)
+    fit = split == "fit"
+    ea, eb = (al.embed(x, fit, cfg.features, cfg.massive_share, cfg.reduce_dim) for x in (xa, xb))
+    scores, m = al.align_embeddings(ea, eb, labels, split, cfg)
+    settings = {"hook": "resid_post", "position": "sentence_end", "variant": "zscore", "reduce_dim": 12}
+    dm = al.DirectionMap.from_fit(m, ea, eb, True, {"source_layer": 0, "target_layer": 0, **settings})
+    al.save_direction_maps(tmp_path / al.map_filename("a", "b"), {al.layer_key(0, 0): dm}, "a", "b", settings)
+    mapper = al.load_direction_map(tmp_path, "a", "b", 0, 0)
     latent_dir = np.eye(12)[0]
-    mapped = mapper(latent_dir @ emb_a)
-    target = latent_dir @ emb_b
-    assert heldout > 0.99
+    mapped, target = mapper.apply(latent_dir @ emb_a), latent_dir @ emb_b
+    assert scores["map_r2_heldout"] > 0.99
     assert mapped @ target / np.linalg.norm(mapped) / np.linalg.norm(target) > 0.99
 
 

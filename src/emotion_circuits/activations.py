@@ -105,7 +105,7 @@ def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     with torch.inference_mode(), residual_hooks(lm, {n: recorder(n) for n in names}):
         try:
-            lm.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+            lm.adapter.body(lm.hf_model)(input_ids=input_ids, attention_mask=attention_mask)
         except _StopForward:
             pass
     missing = set(names) - set(out)

@@ -2,8 +2,9 @@
 
 Per head h of layer L: W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model], so a head reading residual x (after
 the block's input norm) writes x W_V W_O (the OV circuit) and scores query x_q against key x_k by
-(x_q W_Q)(x_k W_K)^T / sqrt(d_head) (the QK circuit; rotary position embeddings and biases are left out, as in
-TransformerLens' `W_QK`/`W_OV`). Grouped-query attention: HF stores n_kv_heads key/value matrices; query head h uses
+(x_q W_Q)(x_k W_K)^T / sqrt(d_head) (the QK circuit, with the family's own attention scale: 1 for GPT-Neo, query_pre_attn_scalar**-0.5 for
+Gemma 3; rotary position embeddings, q/k norms (Gemma 3, Qwen 3) and biases are left out, as in TransformerLens'
+`W_QK`/`W_OV`). The weights come from the family adapter (`arch`). Grouped-query attention: HF stores n_kv_heads key/value matrices; query head h uses
 KV head h // (n_heads / n_kv_heads), so W_K/W_V are expanded with `repeat_interleave` (the TransformerLens bridge
 returns the n_kv_heads matrices unexpanded; `bridge_weights` expands them the same way and a test checks both agree).
 
@@ -25,32 +26,13 @@ from .hooks import layer_list
 from .models import LoadedModel
 
 
-def _attn(layer_module):
-    return getattr(layer_module, "self_attn", None) or layer_module.attn
-
-
-def _input_norm(layer_module):
-    return getattr(layer_module, "input_layernorm", None) or layer_module.ln_1
-
-
 def head_weights(lm: LoadedModel, layer: int) -> dict[str, torch.Tensor]:
-    """W_Q, W_K, W_V [H, d, dh] (KV expanded to query heads) and W_O [H, dh, d] of one layer, from HF weights."""
+    """W_Q, W_K, W_V [H, d, dh] (KV expanded to query heads) and W_O [H, dh, d] of one layer, float32 on the CPU."""
     a = H.arch(lm)
-    attn = _attn(layer_list(lm.hf_model)[layer])
+    raw = lm.adapter.head_weights(lm.hf_model, layer)
     rep = a.n_heads // a.n_kv_heads
-    if hasattr(attn, "q_proj"):  # llama family: Linear weights are [out, in]
-        def split(w, n):
-            return w.detach().reshape(n, a.d_head, a.d_model).transpose(1, 2)
-        wq = split(attn.q_proj.weight, a.n_heads)
-        wk = split(attn.k_proj.weight, a.n_kv_heads).repeat_interleave(rep, 0)
-        wv = split(attn.v_proj.weight, a.n_kv_heads).repeat_interleave(rep, 0)
-        wo = attn.o_proj.weight.detach().T.reshape(a.n_heads, a.d_head, a.d_model)
-    else:  # gpt2: Conv1D weights are [in, out]; c_attn packs q, k, v
-        w = attn.c_attn.weight.detach()
-        wq, wk, wv = (w[:, i * a.d_model:(i + 1) * a.d_model].reshape(a.d_model, a.n_heads, a.d_head)
-                      .permute(1, 0, 2) for i in range(3))
-        wo = attn.c_proj.weight.detach().reshape(a.n_heads, a.d_head, a.d_model)
-    return {"W_Q": wq.float().cpu(), "W_K": wk.float().cpu(), "W_V": wv.float().cpu(), "W_O": wo.float().cpu()}
+    return {"W_Q": raw["W_Q"].float().cpu(), "W_K": raw["W_K"].repeat_interleave(rep, 0).float().cpu(),
+            "W_V": raw["W_V"].repeat_interleave(rep, 0).float().cpu(), "W_O": raw["W_O"].float().cpu()}
 
 
 def bridge_weights(bridge, layer: int, n_heads: int) -> dict[str, torch.Tensor]:
@@ -73,8 +55,8 @@ def normed_embeddings(lm: LoadedModel, layer: int) -> torch.Tensor:
 def _normed(lm: LoadedModel, layer: int, x) -> torch.Tensor:
     """Rows of x [n, d] through layer `layer`'s input norm, on the model's device and in its dtype; returned as
     float32 on the CPU, where the small OV/QK products are computed."""
-    norm = _input_norm(layer_list(lm.hf_model)[layer])
-    x = torch.as_tensor(x).to(lm.device, next(norm.parameters()).dtype)  # LayerNorm wants its weights' dtype
+    norm = lm.adapter.input_norm(layer_list(lm.hf_model)[layer])
+    x = torch.as_tensor(x).to(lm.device, next(lm.hf_model.parameters()).dtype)  # a norm wants its weights' dtype
     with torch.inference_mode():
         return norm(x).float().cpu()
 
@@ -120,12 +102,12 @@ def qk_table(lm: LoadedModel, heads: Sequence[tuple[int, int]], queries: dict[tu
     """QK scores of the mean sentence-end residual of each emotion's sentences (query, layer input) against every
     vocabulary token embedding (key). Returns (top tokens per head x emotion, lexicon summary: the mean score of
     the emotion's lexicon tokens vs the vocabulary mean, as a z-score and percentile rank)."""
-    a = H.arch(lm)
+    scale = lm.adapter.attention_scale(lm.hf_model.config)
     top, summary = [], []
     for m, h, w, emb in _heads_by_layer(lm, heads):
         for emotion, ids in lexicon_ids.items():
             q = _normed(lm, m, queries[(emotion, m)][None])[0]
-            qv = (q @ w["W_Q"][h]) / np.sqrt(a.d_head)
+            qv = (q @ w["W_Q"][h]) * scale
             scores = (emb @ (w["W_K"][h] @ qv)).numpy()
             order = np.lexsort((np.arange(len(scores)), -scores))
             for rank, t in enumerate(order[:n_tokens]):

@@ -215,6 +215,43 @@ def screen_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def emotion_word_attention(lm: LoadedModel, df: pd.DataFrame, batch_size: int, prepend_bos: bool) -> np.ndarray:
+    """[rows, layers, heads]: the mean attention weight the sentence-end query puts on one of the row's
+    emotion-word tokens (on one of its text tokens where the row has no emotion words, e.g. neutral rows), from
+    each head's attention pattern on the clean run. Per token, so short and long sentences compare."""
+    out = np.zeros((len(df), lm.n_layers, H.arch(lm).n_heads), np.float32)
+    for batch, idx in make_batches(lm, df, batch_size, prepend_bos):
+        run = H.clean_run(lm, batch)
+        n_tokens = batch.emotion_mask.sum(-1, keepdim=True).clamp(min=1)  # [B, 1]
+        for layer, mass in run.ctl.mass.items():
+            out[idx, layer] = (mass.float().cpu() / n_tokens).numpy()
+    return out
+
+
+def seeds_attention_scores(lm: LoadedModel, emo: pd.DataFrame, neutral: pd.DataFrame, batch_size: int,
+                           prepend_bos: bool) -> pd.DataFrame:
+    """The seeds' screening metric, next to the ablation effect: per (emotion, head) the mean attention on
+    emotion-word tokens in that emotion's sentences minus the mean attention per text token in neutral
+    sentences (`delta_attn`), with both means and their sample counts."""
+    a = H.arch(lm)
+    att_e = emotion_word_attention(lm, emo, batch_size, prepend_bos)
+    neutral_mean = emotion_word_attention(lm, neutral, batch_size, prepend_bos).mean(0)  # [L, H]
+    layer, head = np.meshgrid(np.arange(a.n_layers), np.arange(a.n_heads), indexing="ij")
+    frames = []
+    for emotion in EMOTIONS:
+        rows = (emo["emotion"] == emotion).to_numpy()
+        if not rows.any():
+            continue
+        mean_e = att_e[rows].mean(0)
+        frames.append(pd.DataFrame({
+            "emotion": emotion, "layer": layer.ravel(), "head": head.ravel(),
+            "head_label": [H.head_label(m, h) for m, h in zip(layer.ravel(), head.ravel())],
+            "delta_attn": (mean_e - neutral_mean).ravel(), "emotion_mean_attn": mean_e.ravel(),
+            "neutral_mean_attn": neutral_mean.ravel(), "samples_emotion": int(rows.sum()),
+            "samples_neutral": len(neutral)}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def top_heads(summary: pd.DataFrame, k: int, metric: str = "proj_delta") -> dict[str, list[tuple[int, int]]]:
     """The k heads per emotion whose ablation lowers the emotion projection most (rank 1..k)."""
     s = summary[summary["metric"] == metric]
@@ -267,8 +304,10 @@ def evaluate_heads(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], df:
     return pd.DataFrame(rows, columns=["emotion", "head_label", "metric", "unit", "value"])
 
 
-def screen_metrics(summary: pd.DataFrame, k: int, evaluation: pd.DataFrame, info: dict) -> dict:
+def screen_metrics(summary: pd.DataFrame, k: int, evaluation: pd.DataFrame, info: dict,
+                   attention: pd.DataFrame | None = None) -> dict:
     s = summary[summary["metric"] == "proj_delta"]
+    att = None if attention is None else attention.set_index(["emotion", "layer", "head"])["delta_attn"]
     lp = summary[summary["metric"] == "logprob_delta"].set_index(["emotion", "layer", "head"])
     top = {}
     for emotion in EMOTIONS:
@@ -279,7 +318,8 @@ def screen_metrics(summary: pd.DataFrame, k: int, evaluation: pd.DataFrame, info
                             "ci_high": r.ci_high, "d": r.d, "n": int(r.n),
                             "logprob_delta": float(lp.loc[(emotion, r.layer, r.head), "mean"]),
                             "attention_mass_on_emotion_words": r.mass_clean,
-                            "downstream_mass_delta": r.mass_downstream_delta})
+                            "downstream_mass_delta": r.mass_downstream_delta,
+                            "seeds_delta_attn": None if att is None else float(att.loc[(emotion, r.layer, r.head)])})
         spec = summary[(summary["metric"] == "proj_delta_specific") & (summary["emotion"] == emotion)]
         spec = spec.sort_values("rank").head(k)
         top[emotion] = {"top": entries, "top_specific": [
@@ -291,7 +331,15 @@ def screen_metrics(summary: pd.DataFrame, k: int, evaluation: pd.DataFrame, info
     if len(evaluation):
         for (emotion, head, metric), g in evaluation.groupby(["emotion", "head_label", "metric"], sort=True):
             gen.setdefault(emotion, {}).setdefault(head, {})[metric] = float(g["value"].mean())
-    return {**info, "top_heads": top, "generation_deltas": gen,
+    seeds = {}
+    if attention is not None:
+        for emotion, g in attention.groupby("emotion", sort=True):
+            g = g.sort_values(["delta_attn", "layer", "head"], ascending=[False, True, True]).head(k)
+            seeds[emotion] = [{"head": r.head_label, "delta_attn": float(r.delta_attn),
+                               "emotion_mean_attn": float(r.emotion_mean_attn),
+                               "neutral_mean_attn": float(r.neutral_mean_attn), "samples_emotion": int(r.samples_emotion),
+                               "samples_neutral": int(r.samples_neutral)} for r in g.itertuples()]
+    return {**info, "top_heads": top, "generation_deltas": gen, "seeds_attention_top": seeds,
             "reading": "proj_delta < 0: ablating the head lowers the final residual's projection on the emotion "
                        "direction (the head carries the emotion); CI: normal 95% over sentences"}
 

@@ -1,4 +1,5 @@
-"""Phase 6 engine: exact, batched attention-head interventions on plain HF causal models (llama and gpt2 families).
+"""Phase 6 engine: exact, batched attention-head interventions on plain HF causal models (every family with an
+`arch` adapter: llama, gemma3, qwen3, gpt2, gpt_neox, gpt_neo).
 
 Why it is fast. One *clean* pass per sentence batch records the residual entering every layer; an intervention
 set that first touches layer L then resumes from the cached clean residual at layer L with the batch expanded
@@ -58,34 +59,44 @@ class Arch:
 
 
 def arch(lm: LoadedModel) -> Arch:
-    c = lm.hf_model.config
-    n_heads = int(getattr(c, "num_attention_heads", None) or c.n_head)
-    n_kv = int(getattr(c, "num_key_value_heads", None) or n_heads)
-    d_head = int(getattr(c, "head_dim", None) or lm.d_model // n_heads)
-    return Arch(lm.n_layers, n_heads, n_kv, d_head, lm.d_model)
+    g = lm.adapter.grouping(lm.hf_model.config)
+    return Arch(lm.n_layers, g.n_heads, g.n_kv_heads, g.d_head, lm.d_model)
 
 
 def head_label(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
-def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):  # noqa: ARG001
-    """HF eager attention (same maths and dtype handling) plus the active controller's per-row head edits."""
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, allowed=None,
+               layer_index=None, **kwargs):  # noqa: ARG001
+    """HF eager attention (same maths and dtype handling) plus the active controller's per-row head edits.
+
+    Sliding windows arrive in `attention_mask` (HF builds a per-layer-type mask; the `sliding_window` kwarg is
+    informational, as in HF's eager function); `softcap` is applied when the family passes it; `allowed` (bool,
+    broadcastable to the scores) is a family's own structural mask (GPT-Neo's causal/local `bias`) applied before
+    the additive mask; `layer_index` names the layer where the module has no `layer_idx`."""
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
     n_heads = query.shape[1]
     if key.shape[1] != n_heads:  # grouped-query attention: one copy of each KV head per query head
         key = key.repeat_interleave(n_heads // key.shape[1], dim=1)
         value = value.repeat_interleave(n_heads // value.shape[1], dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if allowed is not None:
+        scores = torch.where(allowed, scores, torch.tensor(torch.finfo(scores.dtype).min, dtype=scores.dtype,
+                                                           device=scores.device))
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask[..., : key.shape[-2]]
-    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)  # = query dtype but in GPT-Neo
     z = torch.matmul(pattern, value)
     ctl = _ACTIVE[0]
     if ctl is not None:
-        z = ctl.apply(module.layer_idx, pattern, value, z)
+        z = ctl.apply(module.layer_idx if layer_index is None else layer_index, pattern, value, z)
     return z.transpose(1, 2).contiguous(), pattern
 
 
@@ -101,6 +112,7 @@ def prepare(lm: LoadedModel) -> None:
         if cfg is not None and hasattr(cfg, "_attn_implementation"):
             cfg._attn_implementation = ATTN_IMPL
     lm.hf_model.config._attn_implementation = ATTN_IMPL
+    lm.adapter.route_attention(lm.hf_model, _attention)  # families that bypass AttentionInterface (GPT-Neo)
 
 
 # ------------------------------------------------------------------------------------------------------ controller
@@ -206,18 +218,23 @@ def make_batch(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Se
     return SentenceBatch(ids, mask, torch.tensor([r.end_pos for r in rows]), emo)
 
 
-def _expand(obj, batch: int, times: int):
-    """Repeat every tensor whose leading dim is the batch (condition-major); broadcastable ones stay as they are."""
+def _expand(obj, batch: int, times: int, _memo: dict | None = None):
+    """Repeat every tensor whose leading dim is the batch (condition-major); broadcastable ones stay as they are.
+    A tensor shared by several layers' inputs (the mask, the rotary table) is expanded once."""
     if times == 1:
         return obj
+    memo = {} if _memo is None else _memo
     if isinstance(obj, torch.Tensor):
-        return obj.repeat(times, *([1] * (obj.ndim - 1))) if obj.ndim and obj.shape[0] == batch and batch > 1 else obj
+        if id(obj) not in memo:
+            big = obj.ndim and obj.shape[0] == batch and batch > 1
+            memo[id(obj)] = (obj, obj.repeat(times, *([1] * (obj.ndim - 1))) if big else obj)
+        return memo[id(obj)][1]
     if isinstance(obj, tuple):
-        return tuple(_expand(o, batch, times) for o in obj)
+        return tuple(_expand(o, batch, times, memo) for o in obj)
     if isinstance(obj, list):
-        return [_expand(o, batch, times) for o in obj]
+        return [_expand(o, batch, times, memo) for o in obj]
     if isinstance(obj, dict):
-        return {k: _expand(v, batch, times) for k, v in obj.items()}
+        return {k: _expand(v, batch, times, memo) for k, v in obj.items()}
     return obj
 
 
@@ -227,41 +244,51 @@ class CleanRun:
 
     batch: SentenceBatch
     resid_pre: list[torch.Tensor]          # per layer [B, T, d]
-    layer_args: tuple
-    layer_kwargs: dict
+    layer_args: list[tuple]                # per layer: what the model passes each block besides the residual
+    layer_kwargs: list[dict]
     final: torch.Tensor                    # [B, d] final residual (last layer resid_post) at the sentence end
     ctl: Controller
 
 
-def _layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Tensor, tuple, dict]:
-    """(embeddings, extra positional args, kwargs) the model passes to its first block: mask, rotary, etc."""
+def _layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Tensor, list[tuple], list[dict]]:
+    """(embeddings, per-layer extra positional args, per-layer kwargs): what the model passes each block.
+
+    Per layer, not layer 0's reused: Gemma 3 (and Qwen 3 / Mistral-style sliding layers) give sliding and global
+    layers different masks and rotary tables. One forward of the model's own body records them; it stops in the
+    last block's pre-hook, so the last block, the final norm and the unembedding never run."""
     layers = layer_list(lm.hf_model)
-    got: dict = {}
+    got: list = [None] * len(layers)
 
-    def grab(mod, args, kwargs):
-        got["args"], got["kwargs"] = args, kwargs
-        raise _Stop
+    def grab(i):
+        def hook(mod, args, kwargs):
+            got[i] = (args, kwargs)
+            if i == len(layers) - 1:
+                raise _Stop
+        return hook
 
-    handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    handles = [layer.register_forward_pre_hook(grab(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        lm.hf_model.base_model(input_ids=batch.ids.to(lm.device), attention_mask=batch.mask.to(lm.device),
-                               use_cache=False)
+        lm.adapter.body(lm.hf_model)(input_ids=batch.ids.to(lm.device), attention_mask=batch.mask.to(lm.device),
+                                     use_cache=False)
     except _Stop:
         pass
     finally:
-        handle.remove()
-    args = got["args"]
-    hidden = args[0] if args else got["kwargs"].pop("hidden_states")
-    return hidden, tuple(args[1:]), dict(got["kwargs"])
+        for handle in handles:
+            handle.remove()
+    args0, kwargs0 = got[0]
+    hidden = args0[0] if args0 else kwargs0["hidden_states"]
+    extra_args = [tuple(a[1:]) if a else () for a, _ in got]
+    extra_kwargs = [{k: v for k, v in kw.items() if not (k == "hidden_states" and not a)} for a, kw in got]
+    return hidden, extra_args, extra_kwargs
 
 
-def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: tuple, kwargs: dict,
+def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: list[tuple], kwargs: list[dict],
                 record: list | None = None) -> torch.Tensor:
     layers = layer_list(lm.hf_model)
     for layer in range(start, lm.n_layers):
         if record is not None:
             record.append(hidden)
-        out = layers[layer](hidden, *args, **kwargs)
+        out = layers[layer](hidden, *args[layer], **kwargs[layer])
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
 
@@ -302,10 +329,8 @@ def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[
 
 def final_logprobs(lm: LoadedModel, final: torch.Tensor, token_sets: Sequence[Sequence[int]]) -> torch.Tensor:
     """[R, n_sets]: mean next-token log-probability of each token set, from final residuals [R, d]."""
-    base = lm.hf_model.base_model
-    norm = getattr(base, "norm", None) or base.ln_f
     with torch.inference_mode():
-        logits = lm.hf_model.get_output_embeddings()(norm(final)).float()
+        logits = lm.adapter.logits(lm.hf_model, final).float()
         logp = torch.log_softmax(logits, dim=-1)
     return torch.stack([logp[:, list(s)].mean(-1) for s in token_sets], dim=-1)
 
@@ -532,6 +557,8 @@ def source_stats(lm: LoadedModel, batches: Sequence[SentenceBatch], max_offset: 
         for i, end in enumerate(batch.end_pos.tolist()):
             offs = torch.arange(end, 0, -1) - 1  # positions 1..end -> offsets end-1..0
             pos = torch.arange(1, end + 1)
+            near = offs < max_offset  # keys further from the end than max_offset: no source (the patch keeps own)
+            offs, pos = offs[near], pos[near]
             counts[offs] += 1
             for m in range(a.n_layers):
                 z[m] += z_final[m][i]

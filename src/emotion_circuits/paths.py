@@ -39,6 +39,7 @@ STAGES: dict[str, StageOuts] = {
     "alignment": _outs("alignment", "alignment", "alignment"),
     "steering_sweep": _outs("steering_sweep", "steering", "steering"),
     "steering": _outs("steering", "steering_alpha"),
+    "cross_steering": _outs("cross_steering", "cross_steering"),
     "head_screening": _outs("head_screening", "heads", "heads"),
     "head_patching": _outs("head_patching", "heads_patching"),
     "circuits": _outs("circuits", "circuits"),

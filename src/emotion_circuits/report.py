@@ -248,6 +248,8 @@ STATS, DATASET, ACTIVATIONS, VECTORS, ALIGNMENT, STEERING, SINGLE = (
     str(paths.STAGES[name].metrics) for name in ("statistics", "dataset", "activations", "vectors", "alignment",
                                                  "steering_sweep", "steering"))
 
+CROSS = str(paths.STAGES["cross_steering"].metrics)
+
 QUESTION = ("Do different language models hold the same emotion subspace (gratitude, anger, apology, against "
             "neutral) in different coordinates, and can we causally steer a model along it? Every effect below "
             "stands next to its null (random subspaces, permuted labels, equal-norm random directions), with a "
@@ -313,6 +315,91 @@ def effect_verdict(doc: Doc, m: dict, family: str, emotion: str, what: str) -> N
     doc.p("".join(parts) + verdict, c)
 
 
+def causal_pair(m: dict[str, Any]) -> tuple[str, str] | None:
+    """The question's pair: the alignment stage's `lead_pair` (the first two causal LMs in `models`), else the
+    first two models the cross-model steering stage steered."""
+    lead = m.get(ALIGNMENT, {}).get("lead_pair")
+    if lead:
+        a, b = m[ALIGNMENT]["model_pairs"][lead]["models"]
+        return a, b
+    models = m.get(CROSS, {}).get("models") or []
+    return (models[0], models[1]) if len(models) >= 2 else None
+
+
+def cross_steering_verdicts(doc: Doc, m: dict[str, Any], pair: str) -> None:
+    """Per emotion: the mapped source vector against mapped equal-norm random directions, the native vector."""
+    entry = m[CROSS]["pairs"][pair]
+    base = ["pairs", pair]
+    c = Cite(m)
+    doc.p(f"Cross-model steering `{c.num(CROSS, base, 'key')}`: the source's "
+          f"`{c.num(CROSS, base + ['source_layer'], 'str')}` emotion vectors through the alignment map, added at "
+          f"`{c.num(CROSS, base + ['steer_site'], 'str')}` of the target at alpha {c.num(CROSS, ['alpha'], 'g')} "
+          f"(primary metric `{c.num(CROSS, ['primary_metric'], 'str')}`, {c.num(CROSS, ['n_prompts'], 'int')} "
+          f"prompts, {c.num(CROSS, ['n_random'], 'int')} mapped random directions).", c)
+    for emotion, kinds in entry["effects"].items():
+        if "mapped" not in kinds:
+            continue
+        c = Cite(m)
+        e = base + ["effects", emotion]
+        mapped, native = kinds["mapped"], kinds.get("native", {})
+        text = (f"`{c.num(CROSS, e, 'key')}`: mapped vector effect {c.num(CROSS, e + ['mapped', 'effect'], 'signed3')} "
+                f"(CI {c.num(CROSS, e + ['mapped', 'ci_low'], 'signed3')} to "
+                f"{c.num(CROSS, e + ['mapped', 'ci_high'], 'signed3')}, n {c.num(CROSS, e + ['mapped', 'n'], 'int')}) "
+                f"vs mapped random mean {c.num(CROSS, e + ['mapped', 'random_mean'], 'signed3')}, upper quantile "
+                f"{c.num(CROSS, e + ['mapped', 'random_q95'], 'signed3')}, p {c.num(CROSS, e + ['mapped', 'p_vs_random'], 'p')}")
+        if native:
+            text += (f"; the target's native vector {c.num(CROSS, e + ['native', 'effect'], 'signed3')} (CI "
+                     f"{c.num(CROSS, e + ['native', 'ci_low'], 'signed3')} to "
+                     f"{c.num(CROSS, e + ['native', 'ci_high'], 'signed3')})")
+        text += (f"; cosine(mapped, native) {c.num(CROSS, base + ['geometry', emotion, 'cosine_mapped_native'], 'f2')}. ")
+        p, eff, q95 = mapped.get("p_vs_random"), mapped.get("effect"), mapped.get("random_q95")
+        level = m.get(STATS, {}).get("settings", {}).get("fdr_alpha", 0.05)  # unadjusted here; BH in statistics
+        steers = p is not None and eff is not None and q95 is not None and p < level and eff > q95
+        text += ("**Verdict: the mapped direction steers beyond mapped random directions.**" if steers else
+                 "**Verdict: no evidence that the mapped direction steers beyond mapped random directions.**")
+        doc.p(text, c)
+
+
+def llm_pair_lead(doc: Doc, m: dict[str, Any], fig) -> None:
+    """The report leads with the question asked of two language models: alignment both ways, then steering."""
+    pair = causal_pair(m)
+    if pair is None:
+        return
+    a, b = pair
+    doc.h(2, f"Two language models: {a} and {b}")
+    for key in (f"{a}->{b}", f"{b}->{a}"):
+        if key in (m.get(ALIGNMENT, {}).get("pairs") or {}):
+            c = Cite(m)
+            doc.p(f"Alignment `{c.num(ALIGNMENT, ['pairs', key], 'key')}`: "
+                  f"{c.num(ALIGNMENT, ['pairs', key, 'verdict'], 'str')}", c)
+    width_free_verdicts(doc, m, a, b)
+    fig("alignment__alignment_by_layer.png", "Overlap after the map per layer pair against each null's q95")
+    for key in (f"{a}->{b}", f"{b}->{a}"):
+        if key in (m.get(CROSS, {}).get("pairs") or {}):
+            cross_steering_verdicts(doc, m, key)
+
+
+def width_free_verdicts(doc: Doc, m: dict[str, Any], a: str, b: str) -> None:
+    """The two models' emotion geometry compared without a map (any widths): RSA of the sentences and the
+    correlation of the class-centroid distances, each against a permutation null."""
+    key = f"{a}<->{b}"
+    if key not in (m.get(ALIGNMENT, {}).get("model_pairs") or {}):
+        return
+    c = Cite(m)
+    base = ["model_pairs", key]
+    entry = m[ALIGNMENT]["model_pairs"][key]
+    doc.p(f"Width-free, `{c.num(ALIGNMENT, base, 'key')}`: representational similarity of the sentences (Spearman "
+          f"between the two models' distance matrices) averages {c.num(ALIGNMENT, base + ['mean_rsa'], 'f2')} "
+          f"(significant against shuffled sentences at {c.num(ALIGNMENT, base + ['rsa_significant'], 'str')} "
+          f"layer pairs); the emotion-centroid geometry correlates at r = "
+          f"{c.num(ALIGNMENT, base + ['mean_emotion_geometry'], 'f2')} (significant against permuted labels at "
+          f"{c.num(ALIGNMENT, base + ['emotion_geometry_significant'], 'str')}). Layer pairs beyond every null of "
+          f"the mapped overlap: {c.num(ALIGNMENT, base + ['layer_pairs_beyond_all_nulls'], 'str')}.", c)
+    if entry.get("best_layer_pair") is not None:
+        doc.p(f"Best layer pair (overlap after the map minus the permuted-label null's upper quantile): "
+              f"{c.num(ALIGNMENT, base + ['best_layer_pair'], 'str')}.", c)
+
+
 def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], env: str) -> Doc:
     doc = Doc()
     figs_used: set[str] = set()
@@ -325,6 +412,7 @@ def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], e
     doc.h(1, "Emotion circuits: report")
     doc.h(2, "Question")
     doc.p(QUESTION)
+    llm_pair_lead(doc, m, fig)
 
     doc.h(2, "Models and data")
     if DATASET in m:

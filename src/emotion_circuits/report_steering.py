@@ -110,12 +110,12 @@ def _effect_entry(r, primary: str) -> dict:
             "n": int(r["n"] if isinstance(r, pd.Series) else r.n)}
 
 
-def single_metrics(parts: dict, s, alpha: float, cross_info, n_conditions: int, seconds: float) -> dict:
+def single_metrics(parts: dict, s, alpha: float, n_conditions: int, seconds: float) -> dict:
     """metrics/steering_alpha.json: effects at the chosen alpha per prompt set and variant, each with its CI,
     random null (neutral prompts), fluency."""
     primary = s.primary_metric
     out = {"model": s.model, "alpha": alpha, "layer": s.layer, "primary_metric": primary,
-           "n_conditions": n_conditions, "cross_model": cross_info,
+           "n_conditions": n_conditions,
            "timing": {"seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb()}}
     for name, frame in parts.items():
         section = {}
@@ -129,3 +129,11 @@ def single_metrics(parts: dict, s, alpha: float, cross_info, n_conditions: int, 
             section[key] = _effect_entry(r, primary)
         out[name] = section
     return out
+
+
+def cross_entries(summary: pd.DataFrame, primary: str) -> dict:
+    """metrics/cross_steering.json per pair: {emotion: {mapped: effect vs mapped random, native: effect vs 0}}."""
+    out: dict = {}
+    for r in summary.itertuples():
+        out.setdefault(r.emotion, {})[r.kind] = _effect_entry(r, primary)
+    return {"effects": out}

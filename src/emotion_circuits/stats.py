@@ -410,7 +410,7 @@ def single_effect_samples(table: pd.DataFrame, metric_families: Sequence[str],
     prompt_unit = {p: i for i, p in enumerate(sorted(table["prompt_id"].unique()))}
     rnd = table[(table["kind"] == "random") & (table["prompt_set"] == "neutral")]
     parts = []
-    steered = table[table["kind"].isin(["emotion", "swap", "cross_model"])]
+    steered = table[table["kind"].isin(["emotion", "swap"])]
     keys = ["prompt_set", "kind", "variant", "source_emotion", "emotion", "layer", "alpha"]
     for (prompt_set, kind, variant, source, emotion, layer, alpha), g in steered.groupby(keys, sort=True):
         r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import EMOTIONS
+from .errors import DataError
 from .evaluation import continuation_nll, score_all
 from .executor import ExecutionConfig, map_chunks
 from .io import read_parquet, read_tensors
@@ -35,9 +36,19 @@ class SteerSpec:
     unit: str = "raw"  # raw: the emotion vector itself; norm: unit direction x typical residual norm
 
 
+def n_layers_of(vectors_dir: Path, model: str, position: str) -> int:
+    """How many layers the vectors stage saw for `model` (from its tensor keys)."""
+    from .activations import model_dirname
+
+    path = Path(vectors_dir) / model_dirname(model) / f"{position}.safetensors"
+    if not path.exists():
+        raise DataError(f"{path} is missing: run the vectors stage with {model!r} in `models`")
+    return len({k.split(".")[1] for k in read_tensors(path) if k.startswith("blocks.")})
+
+
 def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequence[int],
-                    unit: str, kind: str = "vector") -> dict[tuple[str, int], np.ndarray]:
-    """{(emotion, layer): direction at blocks.{layer}.hook_resid_pre} from the vectors stage.
+                    unit: str, kind: str = "vector", hook: str = "resid_pre") -> dict[tuple[str, int], np.ndarray]:
+    """{(emotion, layer): direction at blocks.{layer}.hook_<hook>} from the vectors stage.
 
     kind `vector`: the emotion vector (mean emotion - mean neutral); `pca1`: the emotion's first principal axis
     (sign-aligned with the vector) rescaled to the vector's L2 norm, so alpha means the same displacement size.
@@ -48,14 +59,14 @@ def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequen
     norms = read_parquet(Path(vectors_dir) / "norms.parquet")
     out = {}
     for layer in layers:
-        key = f"blocks.{layer}.hook_resid_pre.emotion_vectors"
+        key = f"blocks.{layer}.hook_{hook}.emotion_vectors"
         if key not in tensors:
-            raise ValueError(f"no emotion vectors for {model} layer {layer} ({position}): run the vectors stage")
+            raise DataError(f"no emotion vectors {key} for {model} ({position}) in the vectors stage's outs")
         vecs = tensors[key].numpy()
         for i, emotion in enumerate(EMOTIONS):
             v = vecs[i].astype(np.float32)
             if kind == "pca1":
-                axis = tensors[f"blocks.{layer}.hook_resid_pre.pca.{emotion}.components"].numpy()[0]
+                axis = tensors[f"blocks.{layer}.hook_{hook}.pca.{emotion}.components"].numpy()[0]
                 v = (axis / np.linalg.norm(axis) * np.linalg.norm(v)).astype(np.float32)
             elif kind != "vector":
                 raise ValueError(f"unknown direction kind {kind!r} (allowed: vector, pca1)")
