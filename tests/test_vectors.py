@@ -73,3 +73,19 @@ def test_massive_dimensions_catch_large_offsets_and_large_variance():
     x[:, 9] *= 40.0   # huge variance
     dims, shares = massive_dimensions(x, 0.2)
     assert dims.tolist() == [7, 9] and shares[7] > 0.9
+
+
+def test_width_free_geometry_is_invariant_to_an_isometry_into_another_width():
+    from scipy.stats import ortho_group
+
+    from emotion_circuits.vectors import geometry_comparison
+
+    rng = np.random.default_rng(0)
+    va = {f"blocks.{m}.hook_resid_post.emotion_vectors": rng.standard_normal((3, 8)) for m in range(2)}
+    q = ortho_group.rvs(12, random_state=1)[:8]  # an isometry R^8 -> R^12
+    vb = {k: 2.5 * v @ q for k, v in va.items()}
+    same = geometry_comparison(va, vb, [(0, 0), (1, 1)])
+    assert same["L00|L00"]["mean_abs_difference"] < 1e-9 and same["L01|L01"]["mean_abs_difference"] < 1e-9
+    other = geometry_comparison(va, vb, [(0, 1)])["L00|L01"]
+    assert other["mean_abs_difference"] > 0.05 and set(other["a"]) == {"gratitude|anger", "gratitude|apology",
+                                                                     "anger|apology"}

@@ -204,15 +204,31 @@ def summarise(frames: dict, tensors: dict, models) -> dict:
                 vb = {k: v for k, v in tb.items() if k.endswith("hook_resid_post.emotion_vectors")}
                 width_a, width_b = next(iter(va.values())).shape[1], next(iter(vb.values())).shape[1]
                 key = f"{a}|{b}|{position}"
-                if width_a != width_b:
-                    cross[key] = f"not comparable: d_model {width_a} vs {width_b} (see the alignment stage)"
-                    continue
                 la, lb = len(va), len(vb)
+                if width_a != width_b:  # coordinates differ: compare each model's own emotion x emotion geometry
+                    cross[key] = geometry_comparison(va, vb, layer_pairs(la, lb, 6))
+                    continue
                 cross[key] = {f"L{x:02d}|L{y:02d}": {e: float(cosine_table(
                     va[f"blocks.{x}.hook_resid_post.emotion_vectors"][[n]],
                     vb[f"blocks.{y}.hook_resid_post.emotion_vectors"][[n]])[0, 0]) for n, e in enumerate(EMOTIONS)}
                     for x, y in layer_pairs(la, lb, 6)}
     return {"models": out, "cross_model_cosine": cross}
+
+
+def geometry_comparison(va: dict, vb: dict, pairs) -> dict:
+    """Width-free counterpart of the cross-model cosine: per layer pair, each model's own cosines between its
+    emotion vectors (gratitude|anger, ...) side by side and their mean absolute difference. Coordinates never
+    meet, so any two widths compare; the alignment stage tests the same idea against permutation nulls (RSA and
+    emotion-centroid geometry)."""
+    out: dict = {"method": "each model's emotion x emotion cosine table, compared entry by entry (any widths)"}
+    for x, y in pairs:
+        ca = cosine_table(va[f"blocks.{x}.hook_resid_post.emotion_vectors"])
+        cb = cosine_table(vb[f"blocks.{y}.hook_resid_post.emotion_vectors"])
+        iu = np.triu_indices(len(EMOTIONS), 1)
+        names = [f"{EMOTIONS[i]}|{EMOTIONS[j]}" for i, j in zip(*iu)]
+        out[f"L{x:02d}|L{y:02d}"] = {"a": dict(zip(names, map(float, ca[iu]))), "b": dict(zip(names, map(float, cb[iu]))),
+                                     "mean_abs_difference": float(np.abs(ca[iu] - cb[iu]).mean())}
+    return out
 
 
 def write_plots(frames: dict, csv_dir, png_dir) -> None:
