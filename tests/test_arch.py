@@ -276,7 +276,8 @@ def test_steering_batched_equals_alone_and_cached_equals_full_recomputation(name
 
 
 # ------------------------------------------------------------------------------------- the stages on every family
-STAGE_CHAIN = ("activations", "vectors", "steering_sweep", "head_screening", "head_patching", "circuits")
+STAGE_CHAIN = ["activations", "vectors", "alignment", "steering_sweep", "steering", "head_screening", "head_patching",
+               "circuits"]
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +296,7 @@ def stage_repo(tmp_path_factory):
     params["alignment"].update(reduce_dim=4, ks=[2], k_report=2, n_random=5, n_perm=2, n_noise=2, n_cka_perm=2,
                                n_layer_pairs=2)
     params["steering"].update(layers=[1], alphas=[0, 2], n_prompts=2, n_random=1, random_alphas=[2],
-                              random_prompts=1, max_new_tokens=2, layer=1)
+                              random_prompts=1, max_new_tokens=2, layer=1, single_prompts=1, single_random=1)
     params["heads"].update(n_sentences=1, batch_size=4, top_k=1, n_random_sets=1, n_neurons=2, n_tokens=2,
                            evaluate_top_n=1, n_generate=1, max_new_tokens=2, attribution=False,
                            patch_modes=["result"])
@@ -323,21 +324,22 @@ def _run_stages(repo, family: str, stages, monkeypatch) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_the_stages_run_on_every_family(stage_repo, name, monkeypatch):
-    """activations -> vectors (and, for causal families, the steering sweep and the three head stages) on the
-    smallest params, in-process in one scratch repo. Alignment is left out: with one model its self-pair map
-    writes source and target tensors that share memory, which safetensors refuses (open issue in alignment)."""
+    """activations -> vectors -> alignment (the self pair, with its saved map) and, for causal families, both
+    steering stages and the three head stages (screening, patching, neurons + OV/QK) on the smallest params,
+    in-process in one scratch repo."""
     import json
 
     from emotion_circuits import paths
 
     if not (stage_repo / "results/dataset").exists():
         _run_stages(stage_repo, name, ["dataset"], monkeypatch)
-    stages = STAGE_CHAIN if name != "tiny-bert" else STAGE_CHAIN[:2]
+    stages = STAGE_CHAIN if name != "tiny-bert" else STAGE_CHAIN[:3]
     _run_stages(stage_repo, name, stages, monkeypatch)
     for stage in stages:
         assert all((stage_repo / t).exists() for t in paths.STAGES[stage].targets()), stage
     acts = json.loads((stage_repo / "metrics/activations.json").read_text())["models"][name]
     assert acts["n_layers"] == load_model(name, use_bridge=False).n_layers
+    assert (stage_repo / "results/alignment/maps" / f"{name}__{name}.safetensors").exists()
     if name != "tiny-bert":
         heads = json.loads((stage_repo / "metrics/heads.json").read_text())
         assert heads and (stage_repo / "results/circuits").exists()
