@@ -280,3 +280,27 @@ def test_k_sweep_reports_every_k_of_the_params_list():
     out = align_layer_pair(embed(z, 40, seed=1), embed(z, 30, seed=2), labels, split,
                            config("zscore", ks=(2, 5, 8, 10), reduce_dim=12))
     assert sorted(out["k"]) == [2, 5, 8, 10]
+
+
+def test_alignment_stage_workers_give_the_same_numbers_as_one_process():
+    """The stage's model-pair groups on two forked single-threaded workers == in this process, row for row."""
+    import stages.alignment as stage
+    from emotion_circuits.io import dumps_json
+
+    z, labels, split = latent_data(n_per=40)
+    p = dataclasses.replace(FAST, variants=("zscore", "seeds"), primary_variant="zscore", n_cka_perm=3,
+                            n_layer_pairs=2)
+    data = {"m1": [embed(z, 24, seed=s) for s in (1, 2)], "m2": [embed(z, 20, seed=s) for s in (3, 4)]}
+    groups = [[(a, b, la, lb) for la, lb in layer_pairs(2, 2, 2)] for a in data for b in data]
+    runs = []
+    for workers in (1, 2):
+        stage._STATE.clear()
+        stage._STATE.update(p=p, seed=0, data=data, random_init={m: None for m in data}, labels=labels, split=split,
+                            settings={"hook": "resid_post", "position": "sentence_end", "variant": "zscore",
+                                      "reduce_dim": p.reduce_dim})
+        runs.append(stage._run_groups(groups, workers, progress=False))
+    stage._STATE.clear()
+    assert len(runs[0]) == len(runs[1]) == 8
+    for (rows1, map1), (rows2, map2) in zip(*runs):
+        assert dumps_json(rows1) == dumps_json(rows2)
+        assert np.array_equal(map1.weight, map2.weight) and map1.metadata == map2.metadata

@@ -112,6 +112,7 @@ class AlignmentParams:
     n_noise: int = 20
     n_cka_perm: int = 50
     massive_share: float = 0.2
+    workers: int = 0
 
     def __post_init__(self) -> None:
         for name in ("ks", "variants", "ridge_alphas"):
@@ -131,6 +132,7 @@ class AlignmentParams:
         if max(self.ks) >= self.reduce_dim:
             raise ParamsError(f"alignment.reduce_dim ({self.reduce_dim}) must exceed every k in alignment.ks")
         _check_ints("alignment", self, ("n_random", "n_perm", "n_noise", "n_cka_perm", "n_layer_pairs"), 2)
+        _check_ints("alignment", self, ("workers",), 0)
         if not 0.0 < float(self.massive_share) < 1.0:
             raise ParamsError(f"alignment.massive_share must be in (0, 1), got {self.massive_share!r}")
 
@@ -207,7 +209,7 @@ class CrossSteeringParams:
     models: str | tuple[str, ...] = "auto"   # auto: every causal model in `models`
     depth: float = 0.5
     n_prompts: int = 12
-    n_random: int = 16
+    n_random: int = 24
 
     def __post_init__(self) -> None:
         if self.models == "auto":
