@@ -23,7 +23,7 @@ def test_layer_pair_nearest_the_depth_that_leaves_a_layer_to_steer():
         X.choose_layer_pair([(29, 17)], 18, 0.5)
 
 
-def test_mapped_null_is_the_map_applied_to_equal_norm_source_directions():
+def test_mapped_null_is_random_source_directions_through_the_map_at_the_mapped_vectors_norm():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((6, 4))
     vectors = {e: rng.standard_normal(6).astype(np.float32) for e in EMOTIONS}
@@ -32,7 +32,11 @@ def test_mapped_null_is_the_map_applied_to_equal_norm_source_directions():
         assert np.allclose(mapped[e], vectors[e] @ w, atol=1e-5)
         source = random_directions(vectors[e], 5, 3 + 31 * i)
         assert np.allclose(np.linalg.norm(source, axis=1), np.linalg.norm(vectors[e]), rtol=1e-5)
-        assert randoms[e].shape == (5, 4) and np.allclose(randoms[e], source @ w, atol=1e-5)
+        through = source @ w
+        assert randoms[e].shape == (5, 4)
+        assert np.allclose(np.linalg.norm(randoms[e], axis=1), np.linalg.norm(mapped[e]), rtol=1e-5)  # equal norm
+        cos = (randoms[e] * through).sum(1) / np.linalg.norm(randoms[e], axis=1) / np.linalg.norm(through, axis=1)
+        assert np.allclose(cos, 1.0, atol=1e-5)  # the mapped random direction itself, only rescaled
     again = X.map_directions(lambda v: np.asarray(v) @ w, vectors, 5, seed=3)[1]
     assert all(np.array_equal(randoms[e], again[e]) for e in EMOTIONS)  # deterministic
 

@@ -1,9 +1,10 @@
 """Cross-model steering: model A's emotion vector carried into model B through the alignment stage's own fitted
-map, steered in B, against A-space random directions of the same norm carried through the same map.
+map, steered in B, against A-space random directions carried through the same map and rescaled to the mapped
+vector's norm.
 
-Why the null is mapped too: a ridge map changes norms and mixes axes, so the question "does A's emotion direction
-still steer B after the map?" is only answered next to what the map does to arbitrary A directions of the same
-size. B's native vector at the same layer is steered on the same prompts, so the report shows mapped and native
+Why the null is mapped too: a ridge map mixes axes, so the question "does A's emotion direction still steer B
+after the map?" is only answered next to what the map does to arbitrary A directions, at the same size where
+they are added. B's native vector at the same layer is steered on the same prompts, so the report shows mapped and native
 side by side.
 
 Layers: the maps are fitted on `blocks.{la}.hook_resid_post` (A) -> `blocks.{lb}.hook_resid_post` (B); steering
@@ -73,13 +74,19 @@ def build_conditions(prompts: pd.DataFrame, pair: CrossPair, native: dict[str, n
 
 def map_directions(apply, source_vectors: dict[str, np.ndarray], n_random: int, seed: int
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(mapped emotion vectors, mapped equal-norm random directions [n_random, d_target]) per emotion."""
+    """(mapped emotion vectors, mapped random directions [n_random, d_target]) per emotion.
+
+    The random directions are drawn in the source space and carried through the same map (so they are
+    directions the map can produce), then rescaled to exactly the mapped emotion vector's norm: the map keeps
+    only the source's top PCA axes, so a random source direction loses most of its length on the way and,
+    unrescaled, would be a null of near-zero steering that anything beats."""
     mapped, randoms = {}, {}
     for i, e in enumerate(EMOTIONS):
         v = source_vectors[e]
         mapped[e] = np.asarray(apply(v), dtype=np.float32)
-        rnd = random_directions(v, n_random, seed + 31 * i)
-        randoms[e] = np.asarray(apply(rnd), dtype=np.float32).reshape(n_random, -1)
+        rnd = np.asarray(apply(random_directions(v, n_random, seed + 31 * i)), dtype=np.float64).reshape(n_random, -1)
+        rnd *= np.linalg.norm(mapped[e].astype(np.float64)) / np.linalg.norm(rnd, axis=1, keepdims=True)
+        randoms[e] = rnd.astype(np.float32)
     return mapped, randoms
 
 
