@@ -12,9 +12,9 @@ import time
 import numpy as np
 import torch
 
-from emotion_circuits.activations import extract, hook_name, pad_right, tokenize_row
+from emotion_circuits.model.extraction import extract, hook_name, pad_right, tokenize_row
 from emotion_circuits.data import read_records, validate_sentences
-from emotion_circuits.models import load_model
+from emotion_circuits.model.loading import load_model
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:

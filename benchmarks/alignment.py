@@ -21,11 +21,21 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 from emotion_circuits import EMOTIONS, REFERENCE
-from emotion_circuits import alignment as al
-from emotion_circuits.alignment import (AlignConfig, LinearMap, canonical_correlations, emotion_differences,
-                                        mapped_vector_cosines, null_summary, overlap, prepare_features,
-                                        principal_angles_deg, procrustes_scores, score_map)
-from emotion_circuits.vectors import principal_subspace
+from emotion_circuits.alignment import core as al
+from emotion_circuits.alignment.core import (
+    AlignConfig,
+    LinearMap,
+    canonical_correlations,
+    emotion_differences,
+    mapped_vector_cosines,
+    null_summary,
+    overlap,
+    prepare_features,
+    principal_angles_deg,
+    procrustes_scores,
+    score_map,
+)
+from emotion_circuits.directions.vectors import principal_subspace
 
 
 # ------------------------------------------------------------------------- the reference (pre-batching code)

@@ -22,7 +22,7 @@ def smollm2_shaped(device: str, dtype: str):
     """SmolLM2-135M's architecture (30 layers, d 576, 9 heads / 3 KV heads, vocab 49152) with random weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from emotion_circuits.models import LoadedModel, ModelSpec, byte_tokenizer
+    from emotion_circuits.model.loading import LoadedModel, ModelSpec, byte_tokenizer
 
     tok = byte_tokenizer()
     config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -38,7 +38,7 @@ def smollm2_shaped(device: str, dtype: str):
 def load(device: str, dtype: str):
     """The packaged SmolLM2 (plain HF), or its shape with random weights where the package is absent."""
     from emotion_circuits.errors import UserError
-    from emotion_circuits.models import load_model
+    from emotion_circuits.model.loading import load_model
 
     try:
         return load_model("smollm2-135m", device=device, dtype=dtype, use_bridge=False)
@@ -90,7 +90,7 @@ def heads(dtype: str, n: int, peak: float) -> None:
 
     import heads as bench_heads
     from emotion_circuits import EMOTIONS
-    from emotion_circuits import heads as H
+    from emotion_circuits.heads import engine as H
 
     lm, plain = load("cuda", dtype), load("cuda", dtype)  # the naive loop keeps the default attention
     H.prepare(lm)

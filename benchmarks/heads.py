@@ -18,11 +18,11 @@ import torch
 from scipy.stats import spearmanr
 
 from activations import _timed, block_params, matmul_peak
-from emotion_circuits import head_runs
-from emotion_circuits import heads as H
+from emotion_circuits.heads import runs as head_runs
+from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.hooks import layer_list
-from emotion_circuits.models import load_model
+from emotion_circuits.model.hooks import layer_list
+from emotion_circuits.model.loading import load_model
 
 
 def naive(lm, batch: H.SentenceBatch, readout: H.Readout) -> np.ndarray:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from emotion_circuits.activations import extract
+from emotion_circuits.model.extraction import extract
 from emotion_circuits.data import read_records, validate_sentences
-from emotion_circuits.models import load_model
-from emotion_circuits.steering import Condition, Window, generate
+from emotion_circuits.model.loading import load_model
+from emotion_circuits.steering.engine import Condition, Window, generate
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:

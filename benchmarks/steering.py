@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 import torch
 
-from emotion_circuits.steering import Condition, Window, generate, random_directions
+from emotion_circuits.steering.engine import Condition, Window, generate, random_directions
 
 from activations import _timed, block_params, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
@@ -73,8 +73,8 @@ def report(r: dict, label: str, n: int, tokens: int, batch_size: int, peak: floa
 def main() -> None:
     import pandas as pd
 
-    from emotion_circuits.models import load_model
-    from emotion_circuits.resources import resolve_device, resolve_dtype
+    from emotion_circuits.model.loading import load_model
+    from emotion_circuits.runtime.resources import resolve_device, resolve_dtype
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")

@@ -6,11 +6,12 @@ order, so the outs are byte-identical.
 """
 
 
-from emotion_circuits import activations as acts
-from emotion_circuits import cli, paths
-from emotion_circuits.executor import execution_config
-from emotion_circuits.io import read_parquet, staged_outputs, write_json
-from emotion_circuits.models import RANDOM_INIT_SUFFIX, LoadSpec
+from emotion_circuits.model import extraction as acts
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.runtime.executor import execution_config
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json
+from emotion_circuits.model.loading import RANDOM_INIT_SUFFIX, LoadSpec
 
 
 def run(params, args) -> None:

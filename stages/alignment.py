@@ -4,12 +4,13 @@ cos^2 overlap, linear map fit on neutral sentences, Procrustes, CCA, CKA, k-swee
 
 from tqdm.auto import tqdm
 
-from emotion_circuits import alignment as al
-from emotion_circuits import cli, paths
-from emotion_circuits.activations import load_activations, model_dirname
+from emotion_circuits.alignment import core as al
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.model.extraction import load_activations, model_dirname
 from emotion_circuits.errors import UserError
-from emotion_circuits.io import staged_outputs, write_json
-from emotion_circuits.models import RANDOM_INIT_SUFFIX
+from emotion_circuits.store.io import staged_outputs, write_json
+from emotion_circuits.model.loading import RANDOM_INIT_SUFFIX
 
 
 def _load(model: str, position: str, hook: str):

@@ -3,10 +3,13 @@ neurons against random neurons; OV and QK token tables of the screening's top he
 
 import time
 
-from emotion_circuits import EMOTIONS, circuits, cli, head_runs, paths
-from emotion_circuits import heads as H
+from emotion_circuits import EMOTIONS, cli
+from emotion_circuits.heads import circuits
+from emotion_circuits.heads import runs as head_runs
+from emotion_circuits.store import paths
+from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet, write_tensors
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet, write_tensors
 
 
 def run(params, args) -> None:

@@ -7,16 +7,19 @@ import time
 
 import pandas as pd
 
-from emotion_circuits import EMOTIONS, cli, paths, report_steering, sweep
-from emotion_circuits import cross_steering as X
-from emotion_circuits.alignment import layer_pairs, load_direction_map
+from emotion_circuits import EMOTIONS, cli
+from emotion_circuits.store import paths
+from emotion_circuits.steering import tables as report_steering
+from emotion_circuits.steering import sweep
+from emotion_circuits.steering import cross as X
+from emotion_circuits.alignment.core import layer_pairs, load_direction_map
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.evaluation import build_evaluators
-from emotion_circuits.executor import execution_config
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.models import is_causal, load_model
-from emotion_circuits.resources import peak_rss_mb
-from emotion_circuits.stats import SAMPLE_COLUMNS
+from emotion_circuits.evaluation.evaluators import build_evaluators
+from emotion_circuits.runtime.executor import execution_config
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.model.loading import is_causal, load_model
+from emotion_circuits.runtime.resources import peak_rss_mb
+from emotion_circuits.stats.effects import SAMPLE_COLUMNS
 
 
 def _vectors(model: str, position: str, layer: int, hook: str) -> dict:

@@ -1,8 +1,9 @@
 """Stage `dataset`: validate, deduplicate and split the bundled data into results/dataset/."""
 
 
-from emotion_circuits import cli, data, paths
-from emotion_circuits.io import staged_outputs, write_json, write_parquet
+from emotion_circuits import cli, data
+from emotion_circuits.store import paths
+from emotion_circuits.store.io import staged_outputs, write_json, write_parquet
 
 
 def run(params, args) -> None:

@@ -5,11 +5,13 @@ each next to random same-size head sets."""
 import time
 
 
-from emotion_circuits import cli, head_runs, paths
-from emotion_circuits import heads as H
+from emotion_circuits import cli
+from emotion_circuits.heads import runs as head_runs
+from emotion_circuits.store import paths
+from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
 
 
 def run(params, args) -> None:

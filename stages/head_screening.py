@@ -4,12 +4,14 @@ of the final residual's emotion projection, lexicon log-probabilities and attent
 import time
 
 
-from emotion_circuits import EMOTIONS, cli, head_runs, paths
-from emotion_circuits import heads as H
+from emotion_circuits import EMOTIONS, cli
+from emotion_circuits.heads import runs as head_runs
+from emotion_circuits.store import paths
+from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.executor import execution_config
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.models import LoadSpec
+from emotion_circuits.runtime.executor import execution_config
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.model.loading import LoadSpec
 
 
 def run(params, args) -> None:
@@ -72,7 +74,7 @@ def run(params, args) -> None:
 
 
 def _evaluators(hp, sentences, seed):
-    from emotion_circuits.evaluation import build_evaluators
+    from emotion_circuits.evaluation.evaluators import build_evaluators
 
     return build_evaluators(hp.evaluators, load_lexicons(paths.DATASET / "lexicons.json"), sentences, seed)
 

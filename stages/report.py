@@ -3,10 +3,11 @@ metrics JSON and plots among this stage's deps in dvc.yaml; every number in a ve
 
 from pathlib import Path
 
-from emotion_circuits import cli, paths
-from emotion_circuits import report as R
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.reporting import report as R
 from emotion_circuits.errors import DataError
-from emotion_circuits.io import read_json, staged_outputs
+from emotion_circuits.store.io import read_json, staged_outputs
 
 DEFAULT_DEPS = [R.DATASET, R.ACTIVATIONS, R.VECTORS, R.ALIGNMENT, R.STEERING, R.SINGLE, R.STATS,
                 *(str(paths.STAGES[name].out / "plots") for name in ("vectors", "alignment", "steering_sweep",

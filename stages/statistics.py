@@ -4,10 +4,11 @@ alignment sweep. Extra effect tables join through dvc.yaml: any `effect_samples.
 
 from pathlib import Path
 
-from emotion_circuits import cli, paths
-from emotion_circuits import stats as S
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.stats import effects as S
 from emotion_circuits.errors import DataError
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
 
 
 SWEEP = paths.STEERING_SWEEP / "generations.parquet"

@@ -6,15 +6,18 @@ import time
 
 import pandas as pd
 
-from emotion_circuits import EMOTIONS, cli, paths, report_steering, sweep
+from emotion_circuits import EMOTIONS, cli
+from emotion_circuits.store import paths
+from emotion_circuits.steering import tables as report_steering
+from emotion_circuits.steering import sweep
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import UserError
-from emotion_circuits.evaluation import build_evaluators
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.executor import execution_config
-from emotion_circuits.models import load_model
+from emotion_circuits.evaluation.evaluators import build_evaluators
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.runtime.executor import execution_config
+from emotion_circuits.model.loading import load_model
 from emotion_circuits.params import POSITIONS
-from emotion_circuits.steering import random_directions
+from emotion_circuits.steering.engine import random_directions
 
 
 def run(params, args) -> None:

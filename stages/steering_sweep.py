@@ -2,12 +2,15 @@
 
 import time
 
-from emotion_circuits import cli, paths, report_steering, sweep
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.steering import tables as report_steering
+from emotion_circuits.steering import sweep
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.evaluation import build_evaluators
-from emotion_circuits.io import read_parquet, staged_outputs, write_json, write_parquet
-from emotion_circuits.executor import execution_config
-from emotion_circuits.models import load_model
+from emotion_circuits.evaluation.evaluators import build_evaluators
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.runtime.executor import execution_config
+from emotion_circuits.model.loading import load_model
 
 
 def run(params, args) -> None:

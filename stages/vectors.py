@@ -4,10 +4,11 @@
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emotion_circuits import cli, paths
-from emotion_circuits import vectors as vec
-from emotion_circuits.activations import load_activations, model_dirname
-from emotion_circuits.io import staged_outputs, write_json, write_parquet, write_tensors
+from emotion_circuits import cli
+from emotion_circuits.store import paths
+from emotion_circuits.directions import vectors as vec
+from emotion_circuits.model.extraction import load_activations, model_dirname
+from emotion_circuits.store.io import staged_outputs, write_json, write_parquet, write_tensors
 
 
 def run(params, args) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_circuits.models import load_model
+from emotion_circuits.model.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_circuits.activations import (extract, hook_name, load_activations, run_capture, save_activations,
-                                          tokenize_row)
-from emotion_circuits.io import read_tensor_metadata
+from emotion_circuits.model.extraction import (
+    extract,
+    hook_name,
+    load_activations,
+    run_capture,
+    save_activations,
+    tokenize_row,
+)
+from emotion_circuits.store.io import read_tensor_metadata
 
 TEXTS = ["I am so grateful for your help, thanks!", "The bus leaves at nine.",
          "How dare you ignore me again? This is outrageous and I am furious.", "Sorry.",
@@ -114,7 +120,7 @@ def test_streamed_shards_equal_in_memory_extraction(tmp_path, tiny_gpt2):
     """The stage's streaming path (a ShardWriter sink, several shards) stores exactly what extract() returns."""
     import pandas as pd
 
-    from emotion_circuits.activations import ShardWriter, activation_metadata, save_index
+    from emotion_circuits.model.extraction import ShardWriter, activation_metadata, save_index
 
     index = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "emotion": ["anger"] * len(TEXTS),
                           "split": ["test"] * len(TEXTS)})
@@ -136,9 +142,9 @@ def test_many_models_in_chunks_equal_whole_extraction(tmp_path, monkeypatch):
     time and loading each model once; the shards equal one extract() call per model (up to batch rounding)."""
     import pandas as pd
 
-    import emotion_circuits.models as models
-    from emotion_circuits.activations import ActivationTask, extract_models
-    from emotion_circuits.executor import ExecutionConfig
+    from emotion_circuits.model import loading as models
+    from emotion_circuits.model.extraction import ActivationTask, extract_models
+    from emotion_circuits.runtime.executor import ExecutionConfig
 
     loads = []
     real_load = models.load_model
@@ -164,7 +170,7 @@ def test_many_models_in_chunks_equal_whole_extraction(tmp_path, monkeypatch):
 
 
 def test_out_of_memory_halves_the_batch_and_retries(tiny_llama, monkeypatch, caplog):
-    import emotion_circuits.activations as acts
+    from emotion_circuits.model import extraction as acts
 
     real = acts.run_capture
     seen = []
@@ -187,7 +193,7 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_llama, monkeypatch, cap
 
 
 def test_out_of_memory_at_batch_one_is_one_clear_error():
-    from emotion_circuits.resources import ResourceError, run_with_backoff
+    from emotion_circuits.runtime.resources import ResourceError, run_with_backoff
 
     def always(lo, hi):
         raise RuntimeError("CUDA error: out of memory")
@@ -199,7 +205,7 @@ def test_out_of_memory_at_batch_one_is_one_clear_error():
 
 
 def test_device_and_dtype_auto_resolve_to_this_machine():
-    from emotion_circuits.resources import resolve_device, resolve_dtype
+    from emotion_circuits.runtime.resources import resolve_device, resolve_dtype
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     if expected == "cpu" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

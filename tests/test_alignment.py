@@ -14,10 +14,21 @@ from pathlib import Path
 
 from sklearn.linear_model import RidgeCV
 
-from emotion_circuits import alignment as al
-from emotion_circuits.alignment import (align_layer_pair, canonical_correlations, cka_with_null,
-                                        layer_pairs, linear_cka, null_summary, orthonormal_rows, overlap,
-                                        passes_all_nulls, random_subspace_overlaps, variant_config, verdict)
+from emotion_circuits.alignment import core as al
+from emotion_circuits.alignment.core import (
+    align_layer_pair,
+    canonical_correlations,
+    cka_with_null,
+    layer_pairs,
+    linear_cka,
+    null_summary,
+    orthonormal_rows,
+    overlap,
+    passes_all_nulls,
+    random_subspace_overlaps,
+    variant_config,
+    verdict,
+)
 
 from emotion_circuits.errors import UserError
 from emotion_circuits.params import AlignmentParams
@@ -285,7 +296,7 @@ def test_k_sweep_reports_every_k_of_the_params_list():
 def test_alignment_stage_workers_give_the_same_numbers_as_one_process():
     """The stage's model-pair groups on two forked single-threaded workers == in this process, row for row."""
     import stages.alignment as stage
-    from emotion_circuits.io import dumps_json
+    from emotion_circuits.store.io import dumps_json
 
     z, labels, split = latent_data(n_per=40)
     p = dataclasses.replace(FAST, variants=("zscore", "seeds"), primary_variant="zscore", n_cka_perm=3,

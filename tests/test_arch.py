@@ -9,14 +9,15 @@ import pytest
 import torch
 from transformers import AttentionInterface
 
-from emotion_circuits import circuits, neurons
-from emotion_circuits import heads as H
-from emotion_circuits.activations import pad_right, run_capture, tokenize_row
-from emotion_circuits.arch import REGISTRY, adapter_for
+from emotion_circuits.heads import circuits
+from emotion_circuits.heads import neurons
+from emotion_circuits.heads import engine as H
+from emotion_circuits.model.extraction import pad_right, run_capture, tokenize_row
+from emotion_circuits.model.arch import REGISTRY, adapter_for
 from emotion_circuits.errors import ModelLoadError
-from emotion_circuits.hooks import layer_list
-from emotion_circuits.models import load_model
-from emotion_circuits.steering import Condition, Window, generate
+from emotion_circuits.model.hooks import layer_list
+from emotion_circuits.model.loading import load_model
+from emotion_circuits.steering.engine import Condition, Window, generate
 
 CAUSAL = ["tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen3", "tiny-pythia", "tiny-gpt-neo"]
 ALL = [*CAUSAL, "tiny-bert"]
@@ -329,7 +330,7 @@ def test_the_stages_run_on_every_family(stage_repo, name, monkeypatch):
     in-process in one scratch repo."""
     import json
 
-    from emotion_circuits import paths
+    from emotion_circuits.store import paths
 
     if not (stage_repo / "results/dataset").exists():
         _run_stages(stage_repo, name, ["dataset"], monkeypatch)

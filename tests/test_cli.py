@@ -72,7 +72,7 @@ def test_unreachable_or_unknown_model_is_one_clear_error(tmp_path, executor):
 
 def test_registered_hub_model_offline_says_what_to_do(tmp_path):
     from emotion_circuits.errors import ModelLoadError
-    from emotion_circuits.models import load_model
+    from emotion_circuits.model.loading import load_model
 
     import pytest
 
@@ -112,60 +112,76 @@ def test_alignment_params_are_checked_for_consistency(tmp_path):
 
 def test_stage_paths_agree_with_dvc_yaml():
     """Stages write where `paths.STAGES` says; DVC tracks what dvc.yaml says: both must name the same outs."""
-    from emotion_circuits import paths
+    from emotion_circuits.store import paths
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert sorted(stages) == sorted(paths.STAGES)
     for name, stage in stages.items():
         outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
         assert outs == {str(p) for p in paths.STAGES[name].targets()}, name
-        assert "src/emotion_circuits/paths.py" in stage["deps"], name
+        assert "src/emotion_circuits/store/paths.py" in stage["deps"], name
 
 
 # Plumbing that cannot change a stage's numbers or bytes: argument parsing, params validation, error types.
 _PLUMBING = {"__init__.py", "cli.py", "params.py", "errors.py"}
+SRC = ROOT / "src"
 
 
-def _library_imports(path) -> set[str]:
-    """emotion_circuits modules that `path` imports, at the top or inside functions: file names (`x.py`), or a
-    sub-package's folder name (`arch`; its __init__ imports every module in it, so the folder is the dep)."""
+def _resolve(dotted: str):
+    """`emotion_circuits.a.b` -> its file, or a registry package's folder (its __init__ imports every module in
+    it, so the folder is the dep); None for non-modules (names inside a module) and for plumbing."""
+    base = SRC / dotted.replace(".", "/")
+    if base.with_suffix(".py").is_file():
+        path = base.with_suffix(".py")
+    elif (base / "__init__.py").is_file():
+        init = (base / "__init__.py").read_text()
+        if "import_module" in init:
+            return base
+        path = base / "__init__.py"
+        if "import" not in init:
+            return None
+    else:
+        return None
+    return None if str(path.relative_to(SRC / "emotion_circuits")) in _PLUMBING else path
+
+
+def _library_imports(path) -> set:
+    """The library files/folders that `path` imports, at the top or inside functions (all library imports are
+    absolute: `from emotion_circuits.x.y import z` may name a module `x.y` or `x.y.z`)."""
     import ast
 
-    src = ROOT / "src/emotion_circuits"
-    inner = path.parent != src  # a module of a sub-package: `.x` is its own package, `..x` the library
-    names = set()
+    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level == 0 and not module.startswith("emotion_circuits"):
-                continue
-            if inner and node.level == 1:
-                continue
-            parts = module.split(".")[1:] if node.level == 0 else ([module.split(".")[0]] if module else [])
-            if parts and parts[0]:
-                names.update({parts[0] + ".py", parts[0]})
-            else:  # `from emotion_circuits import x` / `from . import x`: x may be a module
-                names.update(n for a in node.names for n in (a.name + ".py", a.name))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("emotion_circuits"):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            names.update(n for a in node.names if a.name.startswith("emotion_circuits.")
-                         for n in (a.name.split(".")[1] + ".py", a.name.split(".")[1]))
-    return {n for n in names if (src / n).is_file() or (src / n / "__init__.py").is_file()}
+            names = [a.name for a in node.names if a.name.startswith("emotion_circuits")]
+        else:
+            continue
+        found.update(r for r in map(_resolve, names) if r is not None)
+    return found
+
+
+def stage_code_deps(name: str) -> set[str]:
+    """Every library file (or registry folder) stage `name` runs, transitively, as dvc.yaml dep paths."""
+    seen, todo = set(), _library_imports(ROOT / "stages" / f"{name}.py")
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            for f in sorted(dep.rglob("*.py")) if dep.is_dir() else [dep]:
+                todo |= _library_imports(f)
+    folders = [d for d in seen if d.is_dir()]
+    return {str(p.relative_to(ROOT)) for p in seen if not any(d in p.parents for d in folders)}
 
 
 def test_every_library_module_a_stage_runs_is_a_dvc_dep():
     """`dvc repro` reruns a stage when its code changes only if dvc.yaml lists that code: walk each stage's
     imports (transitively, lazy imports included) and require every library module among its deps."""
-    src = ROOT / "src/emotion_circuits"
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        seen, todo = set(), _library_imports(ROOT / "stages" / f"{name}.py")
-        while todo:
-            module = todo.pop()
-            if module not in seen:
-                seen.add(module)
-                files = sorted((src / module).glob("*.py")) if (src / module).is_dir() else [src / module]
-                for f in files:
-                    todo |= _library_imports(f)
-        needed = {f"src/emotion_circuits/{m}" for m in seen - _PLUMBING}
+        needed = stage_code_deps(name)
         missing = needed - set(stage["deps"])
         assert not missing, f"stage {name}: add to its deps in dvc.yaml: {sorted(missing)}"
+        extra = {d for d in stage["deps"] if d.startswith("src/")} - needed
+        assert not extra, f"stage {name}: deps it does not import (a change there reruns it for nothing): {extra}"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from emotion_circuits import EMOTIONS
-from emotion_circuits import cross_steering as X
+from emotion_circuits.steering import cross as X
 from emotion_circuits.errors import DataError
-from emotion_circuits.steering import random_directions
-from emotion_circuits.sweep import SteerSpec
+from emotion_circuits.steering.engine import random_directions
+from emotion_circuits.steering.sweep import SteerSpec
 
 
 def test_layer_pair_nearest_the_depth_that_leaves_a_layer_to_steer():

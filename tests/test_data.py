@@ -9,9 +9,18 @@ import pandas as pd
 import pytest
 
 from emotion_circuits import LABELS
-from emotion_circuits.data import (build_prompts, build_real_world, build_sentences, find_word_spans,
-                                   load_lexicons, normalise_text, read_records, select_profile,
-                                   stratified_split, validate_sentences)
+from emotion_circuits.data import (
+    build_prompts,
+    build_real_world,
+    build_sentences,
+    find_word_spans,
+    load_lexicons,
+    normalise_text,
+    read_records,
+    select_profile,
+    stratified_split,
+    validate_sentences,
+)
 from emotion_circuits.errors import DataError
 
 from .conftest import ROOT, write_jsonl

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from emotion_circuits.errors import ParamsError
-from emotion_circuits.executor import ExecutionConfig, chunked, map_chunks
+from emotion_circuits.runtime.executor import ExecutionConfig, chunked, map_chunks
 from emotion_circuits.params import load_params
-from emotion_circuits.steering import Condition, Window
-from emotion_circuits.sweep import GenerationTask, GenerationWorker
+from emotion_circuits.steering.engine import Condition, Window
+from emotion_circuits.steering.sweep import GenerationTask, GenerationWorker
 
 
 def test_chunking_is_fixed_and_order_preserving():

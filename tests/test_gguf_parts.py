@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_circuits import gguf_parts
+from emotion_circuits.model import gguf_parts
 from emotion_circuits.errors import ModelLoadError
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, b"\x00middle" * 3000, b"tail-bytes" * 77]
@@ -106,7 +106,7 @@ def test_parts_in_the_wrong_order_fail_the_checksum(tmp_path, monkeypatch):
 
 def test_load_model_reports_missing_gemma_parts(monkeypatch, tmp_path):
     """The registry entry reaches gguf_parts: an uninstalled part is one ModelLoadError before any loading."""
-    from emotion_circuits.models import load_model
+    from emotion_circuits.model.loading import load_model
 
     real = gguf_parts.package_dir
 

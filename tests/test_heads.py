@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_circuits import circuits, head_runs, neurons
-from emotion_circuits import heads as H
+from emotion_circuits.heads import circuits
+from emotion_circuits.heads import runs as head_runs
+from emotion_circuits.heads import neurons
+from emotion_circuits.heads import engine as H
 from emotion_circuits.errors import ParamsError
-from emotion_circuits.hooks import layer_list
-from emotion_circuits.models import load_model
+from emotion_circuits.model.hooks import layer_list
+from emotion_circuits.model.loading import load_model
 from emotion_circuits.params import HeadParams
 
 TEXTS = ["I am so grateful for your help today.", "This is outrageous, I am furious!", "Sorry about that, my bad.",
@@ -210,7 +212,7 @@ def _screen_frame(n_per_emotion: int = 2) -> pd.DataFrame:
 
 def test_screen_chunks_give_identical_tables(llama):
     """Chunk boundaries inside a sentence batch re-run its clean pass; the numbers must not change at all."""
-    from emotion_circuits.executor import ExecutionConfig
+    from emotion_circuits.runtime.executor import ExecutionConfig
 
     df, readout = _screen_frame(), readout_for(llama)
     whole = head_runs.screen(llama, df, readout, "zero", 3, True, progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_circuits.activations import extract, tokenize_row
+from emotion_circuits.model.extraction import extract, tokenize_row
 
 from .test_activations import HOOKS, POSITIONS, TEXTS, WORDS
 
@@ -48,7 +48,7 @@ def test_cached_and_uncached_greedy_generation_agree(smollm2):
 
 
 def test_minilm_is_a_real_second_architecture():
-    from emotion_circuits.models import load_model
+    from emotion_circuits.model.loading import load_model
 
     lm = load_model("minilm-l6")
     assert (lm.n_layers, lm.d_model, lm.backend, lm.causal) == (6, 384, "hf", False)
@@ -63,7 +63,7 @@ GRATITUDE_WORDS = (" thank", " thanks", " Thank", " Thanks", " grateful", " grat
 
 @pytest.fixture(scope="module")
 def gemma3():
-    from emotion_circuits.models import load_model
+    from emotion_circuits.model.loading import load_model
 
     return load_model("gemma3-270m")
 
@@ -87,14 +87,14 @@ def test_gemma3_bos_is_prepended_once(gemma3):
     assert row.input_ids.count(tok.bos_token_id) == 1 and row.input_ids[0] == tok.bos_token_id
     assert [tok.decode([row.input_ids[i]]) for i in row.emotion_positions] == [" grateful", " thanks"]
     assert tokenize_row(tok, "I am so grateful", [], False, True).input_ids == row.input_ids[1:5]
-    from emotion_circuits.steering import tokenize_prompt
+    from emotion_circuits.steering.engine import tokenize_prompt
 
     assert tokenize_prompt(gemma3, "Our train") == [tok.bos_token_id, *tok("Our train").input_ids[1:]]
 
 
 def test_gemma3_hooks_match_hf_hidden_states(gemma3):
     """resid_pre(L) is HF's hidden state entering layer L (embeddings scaled by sqrt(640) at L=0)."""
-    from emotion_circuits.activations import hook_name, run_capture
+    from emotion_circuits.model.extraction import hook_name, run_capture
 
     row = tokenize_row(gemma3.tokenizer, TEXTS[0], WORDS[0], True, True)
     ids = torch.tensor([row.input_ids])
@@ -116,7 +116,7 @@ def test_gemma3_hooks_match_hf_hidden_states(gemma3):
 
 def test_gemma3_cached_and_uncached_greedy_generation_agree(gemma3):
     """The bridge's generate with and without KV cache, and the steering engine, give the same tokens."""
-    from emotion_circuits.steering import Condition, generate
+    from emotion_circuits.steering.engine import Condition, generate
 
     tok = gemma3.tokenizer
     ids = torch.tensor([[tok.bos_token_id, *tok("The meeting on Tuesday", add_special_tokens=False).input_ids]])
@@ -131,7 +131,7 @@ def test_gemma3_cached_and_uncached_greedy_generation_agree(gemma3):
 
 def test_gemma3_steering_engine_batched_equals_single_and_uncached(gemma3):
     """Left padding, per-row layers and windows, shared-prefix fan-out: cached == recomputed == one by one."""
-    from emotion_circuits.steering import Condition, Window, generate
+    from emotion_circuits.steering.engine import Condition, Window, generate
 
     d = np.random.default_rng(0).standard_normal(gemma3.d_model).astype(np.float32) * 20
     conds = [Condition(p) for p in ("Our train", "When I opened the package")]
@@ -146,7 +146,7 @@ def test_gemma3_steering_engine_batched_equals_single_and_uncached(gemma3):
 def test_gemma3_cached_steering_is_exact_past_the_sliding_window(gemma3):
     """A prompt longer than the 512-token window of the sliding layers: the engine's plain DynamicCache keeps
     every key, and the sliding mask (built from the config) hides the old ones exactly as recomputation does."""
-    from emotion_circuits.steering import Condition, Window, generate
+    from emotion_circuits.steering.engine import Condition, Window, generate
 
     d = np.random.default_rng(1).standard_normal(gemma3.d_model).astype(np.float32) * 20
     long = " ".join(["The committee met on Tuesday to discuss the budget and agreed to meet again."] * 36)
@@ -158,10 +158,10 @@ def test_gemma3_cached_steering_is_exact_past_the_sliding_window(gemma3):
 def test_gemma3_gratitude_direction_steers_towards_gratitude(gemma3):
     """mean(gratitude) - mean(neutral) at layer 9 (sentence ends of 12 + 12 dataset sentences), added at alpha 1,
     raises the next-token log-probability of thank/grateful tokens on every neutral prompt and changes the text."""
-    from emotion_circuits.activations import hook_name
+    from emotion_circuits.model.extraction import hook_name
     from emotion_circuits.data import read_records, validate_sentences
-    from emotion_circuits.hooks import residual_hooks
-    from emotion_circuits.steering import Condition, Window, generate, tokenize_prompt
+    from emotion_circuits.model.hooks import residual_hooks
+    from emotion_circuits.steering.engine import Condition, Window, generate, tokenize_prompt
 
     from .conftest import ROOT
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_circuits import report as R
-from emotion_circuits import stats as S
+from emotion_circuits.reporting import report as R
+from emotion_circuits.stats import effects as S
 
 from .conftest import ROOT, run_module
 

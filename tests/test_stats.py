@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from emotion_circuits import stats as S
+from emotion_circuits.stats import effects as S
 from emotion_circuits.errors import DataError, ParamsError
 from emotion_circuits.params import StatisticsParams
 

@@ -7,11 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_circuits.evaluation import LexiconEvaluator, continuation_nll, repetition_rate, score_all
-from emotion_circuits.hooks import hook_name, residual_hooks
-from emotion_circuits.steering import (Condition, Window, _generated_coefficients, _prompt_coefficients,
-                                       _shared_prefix_split, generate, random_directions, schedule_weights,
-                                       tokenize_prompt)
+from emotion_circuits.evaluation.evaluators import LexiconEvaluator, continuation_nll, repetition_rate, score_all
+from emotion_circuits.model.hooks import hook_name, residual_hooks
+from emotion_circuits.steering.engine import (
+    Condition,
+    Window,
+    _generated_coefficients,
+    _prompt_coefficients,
+    _shared_prefix_split,
+    generate,
+    random_directions,
+    schedule_weights,
+    tokenize_prompt,
+)
 
 PROMPTS = ["The meeting on Tuesday", "When I opened the package", "Our train", "The weather report says"]
 
@@ -177,7 +185,7 @@ def test_hf_evaluator_offline_is_one_clear_error(monkeypatch, tmp_path):
     import huggingface_hub.constants as c
 
     from emotion_circuits.errors import ModelLoadError
-    from emotion_circuits.evaluation import HFEvaluator
+    from emotion_circuits.evaluation.evaluators import HFEvaluator
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
@@ -190,8 +198,8 @@ def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
     """The hub backend end to end with two tiny local classifiers standing in for the seeds' models."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from emotion_circuits.evaluation import HFEvaluator
-    from emotion_circuits.models import byte_tokenizer
+    from emotion_circuits.evaluation.evaluators import HFEvaluator
+    from emotion_circuits.model.loading import byte_tokenizer
 
     dirs = []
     for name, labels in (("sentiment", ["negative", "neutral", "positive"]), ("polite", ["Polite", "Impolite"])):
@@ -218,7 +226,7 @@ def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
 def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path):
     """Cross-model steering's direction: a latent direction embedded in model A, through the map the alignment
     stage fits and saves, lands on the same latent direction embedded in model B."""
-    from emotion_circuits import alignment as al
+    from emotion_circuits.alignment import core as al
     from emotion_circuits.params import AlignmentParams
 
     from .test_alignment import latent_data
@@ -245,7 +253,7 @@ def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path)
 def test_embedding_evaluator_ranks_known_texts():
     import pandas as pd
 
-    from emotion_circuits.evaluation import EmbeddingEvaluator
+    from emotion_circuits.evaluation.evaluators import EmbeddingEvaluator
 
     from emotion_circuits.data import build_sentences
 
@@ -263,8 +271,8 @@ def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
     import pandas as pd
 
     from emotion_circuits import EMOTIONS
-    from emotion_circuits.io import write_parquet, write_tensors
-    from emotion_circuits.sweep import load_directions
+    from emotion_circuits.store.io import write_parquet, write_tensors
+    from emotion_circuits.steering.sweep import load_directions
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((3, 16)).astype(np.float32)
@@ -289,7 +297,7 @@ def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
 
 def test_sweep_plots_without_random_controls_leave_the_band_empty(tmp_path):
     """`random_alphas: []` gives a summary without random quantiles: the plot CSVs keep their columns, empty."""
-    from emotion_circuits.report_steering import write_sweep_plots
+    from emotion_circuits.steering.tables import write_sweep_plots
 
     summary = pd.DataFrame({"emotion": ["anger"] * 3, "layer": [1] * 3, "alpha": [2.0, -1.0, 1.0],
                             "p_effect": [0.3, -0.1, 0.2], "nll_delta": [0.1, 0.0, 0.05]})

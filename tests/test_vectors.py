@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from emotion_circuits import EMOTIONS
-from emotion_circuits.vectors import (cosine_table, emotion_vectors, fix_signs, massive_dimensions,
-                                      principal_subspace, probe_suite, vector_norms)
+from emotion_circuits.directions.vectors import (
+    cosine_table,
+    emotion_vectors,
+    fix_signs,
+    massive_dimensions,
+    principal_subspace,
+    probe_suite,
+    vector_norms,
+)
 
 
 def planted(n_per: int = 60, d: int = 20, sep: float = 3.0, seed: int = 0):
@@ -78,7 +85,7 @@ def test_massive_dimensions_catch_large_offsets_and_large_variance():
 def test_width_free_geometry_is_invariant_to_an_isometry_into_another_width():
     from scipy.stats import ortho_group
 
-    from emotion_circuits.vectors import geometry_comparison
+    from emotion_circuits.directions.vectors import geometry_comparison
 
     rng = np.random.default_rng(0)
     va = {f"blocks.{m}.hook_resid_post.emotion_vectors": rng.standard_normal((3, 8)) for m in range(2)}

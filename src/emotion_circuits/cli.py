@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import UserError
-from .params import Params, load_params
+from emotion_circuits.errors import UserError
+from emotion_circuits.params import Params, load_params
 
 
 def run_stage(name: str, description: str, body: Callable[[Params, argparse.Namespace], None],

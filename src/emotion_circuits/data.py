@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from . import EMOTIONS, LABELS, REFERENCE
-from .errors import DataError
+from emotion_circuits import EMOTIONS, LABELS, REFERENCE
+from emotion_circuits.errors import DataError
 
 SENTENCE_FIELDS = ("id", "text", "emotion")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import ParamsError
+from emotion_circuits.errors import ParamsError
 
 T = TypeVar("T")
 
@@ -169,7 +169,7 @@ class SteeringParams:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        from . import EMOTIONS
+        from emotion_circuits import EMOTIONS
 
         _check_device("steering", self.device, self.dtype)
 

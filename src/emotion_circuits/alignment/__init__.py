@@ -1,0 +1,1 @@
+"""Cross-model alignment: maps between models' emotion subspaces, and the nulls they are judged against."""

@@ -1,0 +1,1 @@
+"""Text evaluators that score generated continuations (one file per evaluator, registered by name)."""

@@ -1,0 +1,435 @@
+"""Phase 2: residual-stream activations at every layer, at the sentence end and at emotion-word tokens.
+
+Design: one forward per batch, hooks only on the requested hook points, each hook reduces [batch, pos,
+d_model] to [batch, d_model] on the spot (so nothing per-token is kept), and the forward is aborted right
+after the last requested hook fired: the final norm and the 49k-wide unembedding are never computed.
+Batches use right padding; with a causal mask (or an encoder's attention mask) the real tokens never see
+the pads, so batched == one-by-one up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from emotion_circuits.data import find_word_spans
+from emotion_circuits.model.hooks import hook_name, residual_hooks
+from emotion_circuits.model.loading import LoadedModel, LoadSpec
+from emotion_circuits.runtime.resources import peak_rss_mb, run_with_backoff
+
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TokenizedRow:
+    """Token ids of one text plus the positions activations are read at."""
+
+    input_ids: list[int]
+    end_pos: int
+    emotion_positions: list[int]
+    fallback: bool  # True when the row has no emotion words and emotion_positions = all text tokens
+
+
+def tokenize_row(tokenizer, text: str, emotion_words: Sequence[str], prepend_bos: bool, causal: bool) -> TokenizedRow:
+    """Tokenise with character offsets and map emotion words to the tokens that overlap them.
+
+    Causal models get an explicit BOS when `prepend_bos` (never twice); encoders get their own special
+    tokens ([CLS] ... [SEP]). Position 'sentence_end' is the last token of the text itself (not [SEP]).
+    """
+    emotion_words = [str(w) for w in emotion_words]  # parquet gives numpy arrays
+    enc = tokenizer(text, add_special_tokens=not causal, return_offsets_mapping=True,
+                    return_special_tokens_mask=True)
+    ids = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    special = list(enc["special_tokens_mask"])
+    if causal and prepend_bos and tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id, *ids]
+        offsets = [(0, 0), *offsets]
+        special = [1, *special]
+    text_positions = [i for i, s in enumerate(special) if not s]
+    if not text_positions:
+        raise ValueError(f"text produced no tokens: {text!r}")
+    spans = [span for word in emotion_words for span in find_word_spans(text, word)]
+    positions = sorted({i for i in text_positions for (s, e) in spans
+                        if offsets[i][0] < e and offsets[i][1] > s})
+    if emotion_words and not positions:
+        raise ValueError(f"emotion words {list(emotion_words)} map to no token in {text!r}")
+    return TokenizedRow(ids, text_positions[-1], positions or text_positions, fallback=not positions)
+
+
+def pad_right(rows: Sequence[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of tokenised rows, right-padded."""
+    from emotion_circuits.model.padding import pad_with_mask
+
+    return pad_with_mask([r.input_ids for r in rows], pad_id, "right")
+
+
+def position_reducers(rows: Sequence[TokenizedRow], width: int, positions: Sequence[str]) -> dict[str, Reducer]:
+    """[batch, pos, d] -> [batch, d] readers for each position mode, built once per batch."""
+    reducers: dict[str, Reducer] = {}
+    if "sentence_end" in positions:
+        end = torch.tensor([r.end_pos for r in rows])
+        arange = torch.arange(len(rows))
+        reducers["sentence_end"] = lambda x: x[arange, end.to(x.device)]
+    if "emotion_tokens" in positions:
+        weights = torch.zeros((len(rows), width))
+        for i, r in enumerate(rows):
+            weights[i, r.emotion_positions] = 1.0 / len(r.emotion_positions)
+        reducers["emotion_tokens"] = lambda x: torch.einsum("bt,btd->bd", weights.to(x.device, x.dtype), x)
+    return reducers
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook: everything after it (final norm, unembedding) is skipped."""
+
+
+def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                names: Sequence[str], reducers: dict[str, Reducer]) -> dict[str, dict[str, torch.Tensor]]:
+    """Run one forward and return {hook_name: {position: [batch, d_model]}} for the requested hooks only."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    last = max(names, key=lambda n: (int(n.split(".")[1]), n.endswith("resid_post")))
+
+    def recorder(name: str):
+        def record(x: torch.Tensor) -> None:
+            out[name] = {pos: fn(x).float().cpu() for pos, fn in reducers.items()}
+            if name == last:
+                raise _StopForward
+        return record
+
+    device = lm.device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    with torch.inference_mode(), residual_hooks(lm, {n: recorder(n) for n in names}):
+        try:
+            lm.adapter.body(lm.hf_model)(input_ids=input_ids, attention_mask=attention_mask)
+        except _StopForward:
+            pass
+    missing = set(names) - set(out)
+    if missing:
+        raise RuntimeError(f"hooks did not fire: {sorted(missing)[:4]}")
+    return out
+
+
+@dataclass
+class ExtractionResult:
+    """activations[position][hook_name] = float32 array [n_rows, d_model], rows in input order.
+
+    Empty when the rows were streamed to a `ShardWriter` instead of being held in memory.
+    """
+
+    activations: dict[str, dict[str, np.ndarray]]
+    rows: list[TokenizedRow]
+    n_tokens: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 0  # the batch size that finally ran (smaller than asked after an out-of-memory back-off)
+
+
+Sink = Callable[[list[int], dict[str, dict[str, torch.Tensor]]], None]
+
+
+def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], hooks: Sequence[str],
+            positions: Sequence[str], batch_size: int, prepend_bos: bool = True,
+            progress: bool = True, sink: Sink | None = None) -> ExtractionResult:
+    """Residuals for every row at every layer; batches are length-sorted so padding is minimal.
+
+    With a `sink` (e.g. `ShardWriter.add`) each batch is handed over as soon as it is computed and nothing is
+    accumulated, so memory stays bounded by one batch whatever the model width, depth or dataset size.
+    """
+    rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
+    names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
+    acts: dict[str, dict[str, np.ndarray]] = {}
+    if sink is None:
+        acts = {pos: {n: np.zeros((len(rows), lm.d_model), dtype=np.float32) for n in names} for pos in positions}
+
+        def sink(idx: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+            for name, by_pos in captured.items():
+                for pos, values in by_pos.items():
+                    acts[pos][name][idx] = values.numpy()
+
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].input_ids), i))
+    start = time.perf_counter()
+    bar = tqdm(total=len(rows), desc=f"activations {lm.name}", unit="row", disable=not progress, mininterval=1.0)
+
+    def run(lo: int, hi: int) -> None:
+        idx = order[lo:hi]
+        batch = [rows[i] for i in idx]
+        ids, mask = pad_right(batch, lm.tokenizer.pad_token_id)
+        sink(idx, run_capture(lm, ids, mask, names, position_reducers(batch, ids.shape[1], positions)))
+        bar.update(len(idx))
+
+    used = run_with_backoff(len(order), batch_size, run, f"activations {lm.name}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds, batch_size=used)
+
+
+class ShardWriter:
+    """Streams batches to `<out>/<position>/shard-NNNNN.safetensors`, one file per `shard_rows` rows.
+
+    Each shard holds every hook's [rows, d_model] block plus `row_index` (the rows' positions in the dataset),
+    so shards can be written in the length-sorted order batches are computed in.
+    """
+
+    def __init__(self, out_dir, positions: Sequence[str], metadata: dict, shard_rows: int = 256):
+        from pathlib import Path
+
+        self.out_dir, self.positions, self.metadata = Path(out_dir), list(positions), dict(metadata)
+        self.shard_rows = shard_rows
+        self.buffer: dict[str, list[dict[str, torch.Tensor]]] = {p: [] for p in self.positions}
+        self.rows: list[list[int]] = []
+        self.n_shards = 0
+
+    def add(self, idx: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+        for pos in self.positions:
+            self.buffer[pos].append({name: by_pos[pos] for name, by_pos in captured.items()})
+        self.rows.append(list(idx))
+        if sum(len(r) for r in self.rows) >= self.shard_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        from emotion_circuits.store.io import write_tensors
+
+        if not self.rows:
+            return
+        row_index = torch.tensor([i for r in self.rows for i in r], dtype=torch.int64)
+        for pos in self.positions:
+            parts = self.buffer[pos]
+            tensors = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+            tensors["row_index"] = row_index
+            write_tensors(self.out_dir / pos / f"shard-{self.n_shards:05d}.safetensors", tensors,
+                          {**self.metadata, "position": pos, "shard": self.n_shards})
+            self.buffer[pos] = []
+        self.rows = []
+        self.n_shards += 1
+
+    def close(self) -> None:
+        self.flush()
+
+
+def model_dirname(name: str) -> str:
+    """Directory name for a model's activations (HF ids contain '/')."""
+    return name.replace("/", "__")
+
+
+def activation_metadata(lm: LoadedModel, prepend_bos: bool) -> dict:
+    return {"model": lm.name, "backend": lm.backend, "n_layers": lm.n_layers, "d_model": lm.d_model,
+            "prepend_bos": prepend_bos, "dtype": "float32"}
+
+
+def save_index(out_dir, rows: Sequence[TokenizedRow], index) -> None:
+    """The row index beside the shards: dataset ids, labels, split and where each row was read."""
+    from pathlib import Path
+
+    from emotion_circuits.store.io import write_parquet
+
+    index = index[["id", "emotion", "split"]].copy()
+    index["n_tokens"] = [len(r.input_ids) for r in rows]
+    index["sentence_end_pos"] = [r.end_pos for r in rows]
+    index["emotion_token_positions"] = [list(r.emotion_positions) for r in rows]
+    index["emotion_token_fallback"] = [r.fallback for r in rows]
+    write_parquet(Path(out_dir) / "index.parquet", index)
+
+
+def save_activations(out_dir, result: ExtractionResult, index, lm: LoadedModel, prepend_bos: bool,
+                     shard_rows: int = 256) -> None:
+    """Write an in-memory extraction in the same sharded layout the streaming stage writes."""
+    writer = ShardWriter(out_dir, list(result.activations), activation_metadata(lm, prepend_bos), shard_rows)
+    n_rows = len(result.rows)
+    for lo in range(0, n_rows, shard_rows):
+        idx = list(range(lo, min(lo + shard_rows, n_rows)))
+        writer.add(idx, {name: {pos: torch.from_numpy(result.activations[pos][name][idx])
+                                for pos in result.activations}
+                         for name in next(iter(result.activations.values()))})
+    writer.close()
+    save_index(out_dir, result.rows, index)
+
+
+def load_activations(model_dir, position: str):
+    """(row index frame, {hook_name: [n_rows, d_model] float32 array}) for one model and position mode."""
+    from pathlib import Path
+
+    from emotion_circuits.store.io import read_parquet, read_tensors
+
+    model_dir = Path(model_dir)
+    index = read_parquet(model_dir / "index.parquet")
+    shards = sorted((model_dir / position).glob("shard-*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no activation shards in {model_dir / position}")
+    out: dict[str, np.ndarray] = {}
+    for path in shards:
+        tensors = read_tensors(path)
+        rows = tensors.pop("row_index").numpy()
+        for name, values in tensors.items():
+            if name not in out:
+                out[name] = np.zeros((len(index), values.shape[1]), dtype=np.float32)
+            out[name][rows] = values.numpy()
+    return index, out
+
+
+# ------------------------------------------------------------------------------------ many models, any executor
+@dataclass(frozen=True)
+class ActivationChunk:
+    """One unit of work: some dataset rows (in dataset order) of one model."""
+
+    model: str
+    index: tuple[int, ...]
+    texts: tuple[str, ...]
+    emotion_words: tuple[tuple[str, ...], ...]
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for a chunk: the rows' tokenisation and every batch's reduced residuals."""
+
+    model: str
+    metadata: dict
+    rows: list[TokenizedRow]
+    batches: list[tuple[list[int], dict[str, dict[str, torch.Tensor]]]]  # (dataset row indices, captured)
+    n_tokens: int
+    load_s: float
+    extract_s: float
+    batch_size: int
+    peak_rss_mb: float
+    device: str  # where the worker ran it (`device: auto` resolves on each Ray actor's own machine)
+
+
+@dataclass(frozen=True)
+class ActivationTask:
+    """Extraction settings shared by every chunk; small and picklable, so Ray can ship it to actors."""
+
+    hooks: tuple[str, ...] = ("resid_pre", "resid_post")
+    positions: tuple[str, ...] = ("sentence_end", "emotion_tokens")
+    batch_size: int = 32
+    prepend_bos: bool = True
+    loading: LoadSpec = LoadSpec()
+
+    def load(self) -> ActivationWorker:
+        return ActivationWorker(self)
+
+
+class ActivationWorker:
+    """Extracts chunks of any model; holds one model at a time and loads each model once (chunks come
+    model-major), so a Ray actor or the local process never keeps two models in memory."""
+
+    def __init__(self, task: ActivationTask, on_rows: Callable[[int], None] | None = None):
+        self.task, self.on_rows = task, on_rows
+        self.lm: LoadedModel | None = None
+        self.name: str | None = None
+
+    def _model(self, name: str) -> tuple[LoadedModel, float]:
+        if name == self.name:
+            return self.lm, 0.0
+        import gc
+
+        self.lm = None
+        gc.collect()
+        start = time.perf_counter()
+        self.lm = self.task.loading.load(name)
+        self.name = name
+        return self.lm, time.perf_counter() - start
+
+    def __call__(self, chunk: ActivationChunk) -> ChunkResult:
+        t = self.task
+        lm, load_s = self._model(chunk.model)
+        batches: list = []
+
+        def sink(local: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
+            batches.append(([chunk.index[i] for i in local], captured))
+            if self.on_rows is not None:
+                self.on_rows(len(local))
+
+        result = extract(lm, chunk.texts, chunk.emotion_words, t.hooks, t.positions, t.batch_size, t.prepend_bos,
+                         progress=False, sink=sink)
+        return ChunkResult(lm.name, activation_metadata(lm, t.prepend_bos),
+                           result.rows, batches, result.n_tokens, load_s, result.seconds, result.batch_size,
+                           peak_rss_mb(), str(lm.device))
+
+
+def activation_chunks(models: Sequence[str], texts: Sequence[str], emotion_words: Sequence[Sequence[str]],
+                      chunk_size: int) -> list[ActivationChunk]:
+    """Model-major chunks of `chunk_size` consecutive dataset rows: the same cut under every executor, so the
+    batches (length-sorted within a chunk), and therefore the bytes, are the same whoever computes them."""
+    out = []
+    for model in models:
+        for lo in range(0, len(texts), chunk_size):
+            idx = tuple(range(lo, min(lo + chunk_size, len(texts))))
+            out.append(ActivationChunk(model, idx, tuple(texts[i] for i in idx),
+                                       tuple(tuple(str(w) for w in emotion_words[i]) for i in idx)))
+    return out
+
+
+class _ModelOutput:
+    """One model's shards, row index and metrics, filled chunk by chunk in chunk order."""
+
+    def __init__(self, out_dir, first: ChunkResult, task: ActivationTask, shard_rows: int):
+        from pathlib import Path
+
+        self.dir, self.meta, self.task = Path(out_dir) / model_dirname(first.model), first.metadata, task
+        self.writer = ShardWriter(self.dir, task.positions, first.metadata, shard_rows)
+        self.rows: list[TokenizedRow] = []
+        self.n_tokens, self.load_s, self.extract_s, self.worker_rss = 0, 0.0, 0.0, 0.0
+        self.batch_size = task.batch_size
+        self.devices: set[str] = set()
+
+    def add(self, res: ChunkResult) -> None:
+        for idx, captured in res.batches:
+            self.writer.add(idx, captured)
+        self.rows.extend(res.rows)
+        self.n_tokens += res.n_tokens
+        self.load_s += res.load_s
+        self.extract_s += res.extract_s
+        self.batch_size = min(self.batch_size, res.batch_size)
+        self.worker_rss = max(self.worker_rss, res.peak_rss_mb)
+        self.devices.add(res.device)
+
+    def close(self, sentences) -> tuple[dict, dict]:
+        self.writer.close()
+        save_index(self.dir, self.rows, sentences)
+        m, rows = self.meta, self.rows
+        metrics = {"backend": m["backend"], "n_rows": len(rows), "n_layers": m["n_layers"], "d_model": m["d_model"],
+                   "n_tokens": self.n_tokens, "hooks": list(self.task.hooks), "positions": list(self.task.positions),
+                   "emotion_token_fallback_rows": sum(r.fallback for r in rows)}
+        timing = {"load_s": round(self.load_s, 2), "extract_s": round(self.extract_s, 2),
+                  "tokens_per_s": round(self.n_tokens / max(self.extract_s, 1e-9), 1),
+                  "batch_size": self.batch_size, "peak_rss_mb": max(self.worker_rss, peak_rss_mb()),
+                  "devices": sorted(self.devices)}
+        return metrics, timing
+
+
+def extract_models(models: Sequence[str], sentences, task: ActivationTask, execution, out_dir,
+                   shard_rows: int = 256, progress: bool = True) -> tuple[dict, dict]:
+    """Stream every model's activations into `<out_dir>/<model>/` shards; chunks run locally or on Ray actors
+    (`execution`), results are written in chunk order. Returns (per-model metrics, per-model timing)."""
+    from emotion_circuits.runtime.executor import imap_chunks
+
+    texts, words = sentences["text"].tolist(), sentences["emotion_words"].tolist()
+    chunks = activation_chunks(models, texts, words, execution.chunk_size)
+    bar = tqdm(total=len(texts) * len(models), desc="activations", unit="row", disable=not progress,
+               mininterval=1.0)
+    local = execution.executor == "local"
+    results = imap_chunks(task.load, chunks, execution, what="activations",
+                          local_factory=lambda: ActivationWorker(task, on_rows=bar.update))
+    metrics, timing = {}, {}
+    current: _ModelOutput | None = None
+
+    def finish() -> None:
+        if current is not None:
+            metrics[current.meta["model"]], timing[current.meta["model"]] = current.close(sentences)
+
+    try:
+        for chunk, res in zip(chunks, results):
+            if current is None or current.meta["model"] != res.model:
+                finish()
+                current = _ModelOutput(out_dir, res, task, shard_rows)
+            current.add(res)
+            if not local:
+                bar.update(len(chunk.index))
+        finish()
+    finally:
+        bar.close()  # before any error line, so that the error starts a line of its own
+    return metrics, timing

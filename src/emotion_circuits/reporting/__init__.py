@@ -1,0 +1,1 @@
+"""The generated report and its figures."""

@@ -1,0 +1,580 @@
+"""The report: `results/report/index.md` and a self-contained `index.html` built from metrics JSON and plots only.
+
+Every number in a verdict is looked up in a metrics JSON through `Cite.num`, which formats it and records where it
+came from; each paragraph ends with a footnote listing `shown value <- file ["key"]["path"]`, so every number is
+traceable (and the tests check it). Verdicts are rules applied to those numbers, not prose written by hand.
+No timestamps and no git revision in the text (see `reproducibility`): the same inputs give a byte-identical report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emotion_circuits.store import paths
+
+KINDS = ("f2", "f3", "signed3", "int", "p", "pct", "g", "str", "key")
+
+
+def format_value(value: Any, kind: str) -> str:
+    """How a number is shown; the traceability test re-applies this to the metrics value."""
+    if kind == "key":
+        return str(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if kind == "str":
+        return str(value)
+    if kind == "int":
+        return str(int(value))
+    if kind == "f2":
+        return f"{float(value):.2f}"
+    if kind == "f3":
+        return f"{float(value):.3f}"
+    if kind == "signed3":
+        return f"{float(value):+.3f}"
+    if kind == "p":
+        return "< 0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+    if kind == "pct":
+        return f"{100 * float(value):.0f}%"
+    if kind == "g":
+        return f"{float(value):g}"
+    raise ValueError(f"unknown format kind {kind!r}")
+
+
+def resolve(metrics: dict[str, Any], file: str, keys: list[str]) -> Any:
+    value = metrics[file]
+    for k in keys:
+        value = value[k]
+    return value
+
+
+def keypath(keys: list[str]) -> str:
+    return "".join(f"[{json.dumps(k)}]" for k in keys)
+
+
+class Cite:
+    """Collects the sources of the numbers of one paragraph."""
+
+    def __init__(self, metrics: dict[str, Any]):
+        self.metrics = metrics
+        self.entries: list[tuple[str, str, str]] = []
+
+    def num(self, file: str, keys: list[str], kind: str = "f2") -> str:
+        """The formatted value at `file` `keys`; kind `key` shows the last key itself (a name that is a key)."""
+        value = keys[-1] if kind == "key" else resolve(self.metrics, file, keys)
+        if kind == "key":
+            resolve(self.metrics, file, keys)  # the path must exist
+        shown = format_value(value, kind)
+        self.entries.append((shown, file, keypath(keys)))
+        return shown
+
+
+@dataclass
+class Doc:
+    """A tiny block model rendered to Markdown and to HTML (no markdown library needed)."""
+
+    blocks: list[tuple] = field(default_factory=list)
+    footnotes: list[list[tuple[str, str, str]]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str, cite: Cite | None = None) -> None:
+        ref = None
+        if cite is not None and cite.entries:
+            self.footnotes.append(list(dict.fromkeys(cite.entries)))
+            ref = len(self.footnotes)
+        self.blocks.append(("p", text, ref))
+
+    def img(self, name: str, alt: str) -> None:
+        self.blocks.append(("img", name, alt))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def markdown(self) -> str:
+        out = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"{'#' * b[1]} {b[2]}\n")
+            elif b[0] == "p":
+                out.append(b[1] + (f" [^{b[2]}]" if b[2] else "") + "\n")
+            elif b[0] == "img":
+                out.append(f"![{b[2]}](figures/{b[1]})\n")
+            elif b[0] == "pre":
+                out.append("```\n" + b[1].rstrip("\n") + "\n```\n")
+        if self.footnotes:
+            out.append("## Number sources\n")
+            out.append("Each number above, as shown, and the metrics file and key it was read from.\n")
+            for i, entries in enumerate(self.footnotes, 1):
+                out.append(f"[^{i}]: " + "; ".join(f"`{s}` <- `{f}` `{k}`" for s, f, k in entries) + "\n")
+        return "\n".join(out)
+
+    def html(self, figures: dict[str, Path], title: str) -> str:
+        def inline(text: str) -> str:
+            t = html.escape(text, quote=False)
+            t = re.sub(r"`([^`]*)`", r"<code>\1</code>", t)
+            return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
+
+        body = []
+        for b in self.blocks:
+            if b[0] == "h":
+                body.append(f"<h{b[1]}>{inline(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                ref = f'<sup><a href="#fn{b[2]}" id="ref{b[2]}">{b[2]}</a></sup>' if b[2] else ""
+                body.append(f"<p>{inline(b[1])}{ref}</p>")
+            elif b[0] == "img":
+                data = base64.b64encode(figures[b[1]].read_bytes()).decode("ascii")
+                body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{inline(b[2])}</figcaption></figure>")
+            elif b[0] == "pre":
+                body.append(f"<pre>{html.escape(b[1])}</pre>")
+        if self.footnotes:
+            body.append("<h2>Number sources</h2><ol class=\"sources\">")
+            for i, entries in enumerate(self.footnotes, 1):
+                items = "; ".join(f"<code>{html.escape(s)}</code> &larr; <code>{html.escape(f)}</code> "
+                                  f"<code>{html.escape(k)}</code>" for s, f, k in entries)
+                body.append(f'<li id="fn{i}">{items} <a href="#ref{i}">&#8617;</a></li>')
+            body.append("</ol>")
+        style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.45;padding:0 1rem}"
+                 "img{max-width:100%}figure{margin:1rem 0}figcaption{font-size:.85rem;color:#555}"
+                 "pre{background:#f4f4f4;padding:.6rem;overflow-x:auto;font-size:.8rem}"
+                 "code{font-size:.85em}ol.sources{font-size:.8rem}")
+        return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n"
+                + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+# ------------------------------------------------------------------------------------------------ dvc.yaml
+
+def _out_paths(spec: dict) -> list[str]:
+    paths = []
+    for item in (spec.get("outs") or []) + (spec.get("metrics") or []) + (spec.get("plots") or []):
+        paths.append(next(iter(item)) if isinstance(item, dict) else str(item))
+    return paths
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def stage_deps(dvc_yaml: Path, stage: str) -> list[str]:
+    if not Path(dvc_yaml).exists():
+        return []
+    spec = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage) or {}
+    return [str(d) for d in spec.get("deps") or []]
+
+
+def upstream_stages(dvc_yaml: Path, stage: str) -> list[str]:
+    """Stages whose outs `stage` depends on, transitively (from dvc.yaml), sorted."""
+    if not Path(dvc_yaml).exists():
+        return []
+    stages = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages", {}) or {}
+    outs = {name: _out_paths(spec or {}) for name, spec in stages.items()}
+    seen: set[str] = set()
+    todo = [stage]
+    while todo:
+        deps = [str(d) for d in (stages.get(todo.pop()) or {}).get("deps") or []]
+        for name, stage_outs in outs.items():
+            if name not in seen and name != stage and any(_overlaps(d, o) for d in deps for o in stage_outs):
+                seen.add(name)
+                todo.append(name)
+    return sorted(seen)
+
+
+def reproducibility(lock_path: Path, dvc_yaml: Path, stage: str) -> tuple[str, str]:
+    """(dvc.lock excerpt, params) for the report's upstream stages.
+
+    Only content-addressed facts go in: each upstream stage's command, the md5 of every code/data dep and out
+    recorded in dvc.lock, and the params it ran with. Files under metrics/ are left out (their `timing` figures
+    change on every run; their values are in the report itself), and so is the git revision: the report is built
+    before the commit that will record it, and a revision in the text would make `dvc repro -f` after every
+    commit produce a different report from the same inputs. The dvc.lock md5s pin the exact code instead; the
+    commit is the one whose dvc.lock lists this report's md5 (`git log -- dvc.lock`)."""
+    if not Path(lock_path).exists():
+        return "dvc.lock not found: build the report through `dvc repro` to record the upstream hashes.", "{}"
+    lock = (yaml.safe_load(Path(lock_path).read_text(encoding="utf-8")) or {}).get("stages", {}) or {}
+    lines, params = [], {}
+    for name in upstream_stages(dvc_yaml, stage):
+        entry = lock.get(name)
+        if not entry:
+            lines.append(f"{name}: not in dvc.lock")
+            continue
+        lines.append(f"{name}: {entry.get('cmd')}")
+        for kind in ("deps", "outs"):
+            for item in entry.get(kind) or []:
+                path = str(item.get("path"))
+                if path.startswith("metrics/"):
+                    continue
+                lines.append(f"  {kind[:-1]:<4} {item.get('md5', item.get('hash', '?'))}  {path}")
+        for file, values in (entry.get("params") or {}).items():
+            params.setdefault(file, {}).update(values or {})
+    for values in params.values():  # `section.key` entries repeat what the whole section already lists
+        for key in [k for k in values if "." in k and k.split(".")[0] in values]:
+            del values[key]
+    params_text = yaml.safe_dump(params, sort_keys=True, default_flow_style=None, width=110)
+    return "\n".join(lines), params_text
+
+
+def versions() -> str:
+    import importlib.metadata as md
+    import platform
+
+    names = ("dvc", "numpy", "scipy", "statsmodels", "pandas", "scikit-learn", "torch", "transformers",
+             "transformer-lens")
+    parts = [f"python {platform.python_version()}"]
+    for n in names:
+        try:
+            parts.append(f"{n} {md.version(n)}")
+        except md.PackageNotFoundError:
+            continue
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ content
+
+# metrics files the report reads (keys of `metrics` and of every footnote)
+STATS, DATASET, ACTIVATIONS, VECTORS, ALIGNMENT, STEERING, SINGLE = (
+    str(paths.STAGES[name].metrics) for name in ("statistics", "dataset", "activations", "vectors", "alignment",
+                                                 "steering_sweep", "steering"))
+
+CROSS = str(paths.STAGES["cross_steering"].metrics)
+
+QUESTION = ("Do different language models hold the same emotion subspace (gratitude, anger, apology, against "
+            "neutral) in different coordinates, and can we causally steer a model along it? Every effect below "
+            "stands next to its null (random subspaces, permuted labels, equal-norm random directions), with a "
+            "bootstrap confidence interval, a permutation p-value and a Benjamini-Hochberg adjustment within its "
+            "family of tests.")
+
+
+def figure_name(path: Path) -> str:
+    parts = [p for p in Path(path).with_suffix("").parts if p not in ("results", "metrics", "plots")]
+    return "__".join(parts) + ".png"
+
+
+def effect_verdict(doc: Doc, m: dict, family: str, emotion: str, what: str) -> None:
+    """One headline effect as a sentence with its null, CI, adjusted p, n and the verdict the numbers give."""
+    c = Cite(m)
+    base = ["headline", family, emotion]
+    e = resolve(m, STATS, base)
+    level = c.num(STATS, ["settings", "ci_level"], "pct")
+    parts = [f"**{emotion}** ({what}"]
+    if e.get("layer") is not None:
+        parts.append(f", layer {c.num(STATS, base + ['layer'], 'int')}")
+    if e.get("alpha") is not None:
+        parts.append(f", alpha {c.num(STATS, base + ['alpha'], 'g')}")
+    parts.append(f", `{c.num(STATS, base + ['effect'], 'str')}`): ")
+    two = e["test"] != "one_sample_vs_0"
+    paired = e["test"] == "paired_vs_null"
+    parts.append(f"mean change {c.num(STATS, base + ['mean'], 'signed3')} on `{c.num(STATS, base + ['metric'], 'str')}`; ")
+    d = c.num(STATS, base + ["d"], "f2")
+    ci = f"[{c.num(STATS, base + ['d_ci_low'], 'f2')}, {c.num(STATS, base + ['d_ci_high'], 'f2')}]"
+    p_adj = c.num(STATS, base + ["p_adj"], "p")
+    n = c.num(STATS, base + ["n"], "int")
+    if two:
+        parts.append(f"against the matching null{' (paired by unit, d_z)' if paired else ''} d = {d} {ci} "
+                     f"({level} CI), Hedges' g = "
+                     f"{c.num(STATS, base + ['g'], 'f2')}, p_adj {'' if p_adj.startswith('<') else '= '}{p_adj} "
+                     f"(n = {n} vs {c.num(STATS, base + ['n_null'], 'int')} null values); the null alone: "
+                     f"d = {c.num(STATS, base + ['null_d_vs_0'], 'f2')} vs zero. ")
+    else:
+        parts.append(f"against zero (no matching null) d = {d} {ci} ({level} CI), p_adj "
+                     f"{'' if p_adj.startswith('<') else '= '}{p_adj} (n = {n}). ")
+    fdr = c.num(STATS, ["settings", "fdr_alpha"], "g")
+    lo, hi = e.get("d_ci_low"), e.get("d_ci_high")
+    ci_excludes_0 = lo is not None and hi is not None and (lo > 0 or hi < 0)
+    against = "beyond its null" if two else "against zero"
+    if e.get("significant") and ci_excludes_0:
+        verdict = f"**Verdict: an effect {against}** (p_adj < {fdr}, CI excludes zero)."
+    elif e.get("significant"):
+        verdict = f"**Verdict: significant {against} after correction** (p_adj < {fdr}) but the d CI includes zero."
+    elif ci_excludes_0:
+        verdict = (f"**Verdict: suggestive only**: the CI excludes zero but p_adj is not below {fdr} after "
+                   "correction for the family.")
+    else:
+        verdict = f"**Verdict: no evidence of an effect {against}.**"
+    key = None
+    if family == "steering_sweep" and e.get("layer") is not None and e.get("alpha") is not None:
+        key = f"{emotion}|L{int(e['layer']):02d}|a{float(e['alpha']):+g}"
+    if key and key in (m.get(STEERING, {}).get("vs_random") or {}):
+        verdict += (f" Fluency: the continuation NLL changes by "
+                    f"{c.num(STEERING, ['vs_random', key, 'nll_delta'], 'signed3')} nats/token.")
+    if not e.get("significant") and e.get("mde_d") is not None:
+        verdict += (f" With this n only |d| >= {c.num(STATS, base + ['mde_d'], 'f2')} is detectable at power "
+                    f"{c.num(STATS, ['power', 'power'], 'g')}.")
+    doc.p("".join(parts) + verdict, c)
+
+
+def causal_pair(m: dict[str, Any]) -> tuple[str, str] | None:
+    """The question's pair: the alignment stage's `lead_pair` (the first two causal LMs in `models`), else the
+    first two models the cross-model steering stage steered."""
+    lead = m.get(ALIGNMENT, {}).get("lead_pair")
+    if lead:
+        a, b = m[ALIGNMENT]["model_pairs"][lead]["models"]
+        return a, b
+    models = m.get(CROSS, {}).get("models") or []
+    return (models[0], models[1]) if len(models) >= 2 else None
+
+
+def cross_steering_verdicts(doc: Doc, m: dict[str, Any], pair: str) -> None:
+    """Per emotion: the mapped source vector against mapped equal-norm random directions, the native vector."""
+    entry = m[CROSS]["pairs"][pair]
+    base = ["pairs", pair]
+    c = Cite(m)
+    doc.p(f"Cross-model steering `{c.num(CROSS, base, 'key')}`: the source's "
+          f"`{c.num(CROSS, base + ['source_layer'], 'str')}` emotion vectors through the alignment map, added at "
+          f"`{c.num(CROSS, base + ['steer_site'], 'str')}` of the target at alpha {c.num(CROSS, ['alpha'], 'g')} "
+          f"(primary metric `{c.num(CROSS, ['primary_metric'], 'str')}`, {c.num(CROSS, ['n_prompts'], 'int')} "
+          f"prompts, {c.num(CROSS, ['n_random'], 'int')} mapped random directions).", c)
+    for emotion, kinds in entry["effects"].items():
+        if "mapped" not in kinds:
+            continue
+        c = Cite(m)
+        e = base + ["effects", emotion]
+        mapped, native = kinds["mapped"], kinds.get("native", {})
+        text = (f"`{c.num(CROSS, e, 'key')}`: mapped vector effect {c.num(CROSS, e + ['mapped', 'effect'], 'signed3')} "
+                f"(CI {c.num(CROSS, e + ['mapped', 'ci_low'], 'signed3')} to "
+                f"{c.num(CROSS, e + ['mapped', 'ci_high'], 'signed3')}, n {c.num(CROSS, e + ['mapped', 'n'], 'int')}) "
+                f"vs mapped random mean {c.num(CROSS, e + ['mapped', 'random_mean'], 'signed3')}, upper quantile "
+                f"{c.num(CROSS, e + ['mapped', 'random_q95'], 'signed3')}, p {c.num(CROSS, e + ['mapped', 'p_vs_random'], 'p')}")
+        if native:
+            text += (f"; the target's native vector {c.num(CROSS, e + ['native', 'effect'], 'signed3')} (CI "
+                     f"{c.num(CROSS, e + ['native', 'ci_low'], 'signed3')} to "
+                     f"{c.num(CROSS, e + ['native', 'ci_high'], 'signed3')})")
+        text += (f"; cosine(mapped, native) {c.num(CROSS, base + ['geometry', emotion, 'cosine_mapped_native'], 'f2')}. ")
+        p, eff, q95 = mapped.get("p_vs_random"), mapped.get("effect"), mapped.get("random_q95")
+        level = m.get(STATS, {}).get("settings", {}).get("fdr_alpha", 0.05)  # unadjusted here; BH in statistics
+        steers = p is not None and eff is not None and q95 is not None and p < level and eff > q95
+        text += ("**Verdict: the mapped direction steers beyond mapped random directions.**" if steers else
+                 "**Verdict: no evidence that the mapped direction steers beyond mapped random directions.**")
+        doc.p(text, c)
+
+
+def llm_pair_lead(doc: Doc, m: dict[str, Any], fig) -> None:
+    """The report leads with the question asked of two language models: alignment both ways, then steering."""
+    pair = causal_pair(m)
+    if pair is None:
+        return
+    a, b = pair
+    doc.h(2, f"Two language models: {a} and {b}")
+    for key in (f"{a}->{b}", f"{b}->{a}"):
+        if key in (m.get(ALIGNMENT, {}).get("pairs") or {}):
+            c = Cite(m)
+            doc.p(f"Alignment `{c.num(ALIGNMENT, ['pairs', key], 'key')}`: "
+                  f"{c.num(ALIGNMENT, ['pairs', key, 'verdict'], 'str')}", c)
+    width_free_verdicts(doc, m, a, b)
+    fig("alignment__alignment_by_layer.png", "Overlap after the map per layer pair against each null's q95")
+    for key in (f"{a}->{b}", f"{b}->{a}"):
+        if key in (m.get(CROSS, {}).get("pairs") or {}):
+            cross_steering_verdicts(doc, m, key)
+
+
+def width_free_verdicts(doc: Doc, m: dict[str, Any], a: str, b: str) -> None:
+    """The two models' emotion geometry compared without a map (any widths): RSA of the sentences and the
+    correlation of the class-centroid distances, each against a permutation null."""
+    key = f"{a}<->{b}"
+    if key not in (m.get(ALIGNMENT, {}).get("model_pairs") or {}):
+        return
+    c = Cite(m)
+    base = ["model_pairs", key]
+    entry = m[ALIGNMENT]["model_pairs"][key]
+    doc.p(f"Width-free, `{c.num(ALIGNMENT, base, 'key')}`: representational similarity of the sentences (Spearman "
+          f"between the two models' distance matrices) averages {c.num(ALIGNMENT, base + ['mean_rsa'], 'f2')} "
+          f"(significant against shuffled sentences at {c.num(ALIGNMENT, base + ['rsa_significant'], 'str')} "
+          f"layer pairs); the emotion-centroid geometry correlates at r = "
+          f"{c.num(ALIGNMENT, base + ['mean_emotion_geometry'], 'f2')} (significant against permuted labels at "
+          f"{c.num(ALIGNMENT, base + ['emotion_geometry_significant'], 'str')}). Layer pairs beyond every null of "
+          f"the mapped overlap: {c.num(ALIGNMENT, base + ['layer_pairs_beyond_all_nulls'], 'str')}.", c)
+    if entry.get("best_layer_pair") is not None:
+        doc.p(f"Best layer pair (overlap after the map minus the permuted-label null's upper quantile): "
+              f"{c.num(ALIGNMENT, base + ['best_layer_pair'], 'str')}.", c)
+
+
+def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], env: str) -> Doc:
+    doc = Doc()
+    figs_used: set[str] = set()
+
+    def fig(name: str, alt: str) -> None:
+        if name in figures:
+            doc.img(name, alt)
+            figs_used.add(name)
+
+    doc.h(1, "Emotion circuits: report")
+    doc.h(2, "Question")
+    doc.p(QUESTION)
+    llm_pair_lead(doc, m, fig)
+
+    doc.h(2, "Models and data")
+    if DATASET in m:
+        c = Cite(m)
+        counts = m[DATASET]["counts"]
+        per = ", ".join(f"{c.num(DATASET, ['counts', e, 'fit'], 'int')} fit + {c.num(DATASET, ['counts', e, 'test'], 'int')}"
+                        f" test {e}" for e in counts)
+        doc.p(f"Sentences: {c.num(DATASET, ['n_rows'], 'int')} ({per}); "
+              f"{c.num(DATASET, ['n_steering_prompts'], 'int')} neutral steering prompts and "
+              f"{c.num(DATASET, ['n_real_world'], 'int')} real-world texts.", c)
+    if ACTIVATIONS in m:
+        c = Cite(m)
+        models = m[ACTIVATIONS]["models"]
+        real = [x for x in models if not x.endswith("__random-init")]
+        desc = "; ".join(f"`{c.num(ACTIVATIONS, ['models', x], 'key')}` ({c.num(ACTIVATIONS, ['models', x, 'n_layers'], 'int')}"
+                         f" layers, d_model {c.num(ACTIVATIONS, ['models', x, 'd_model'], 'int')})" for x in real)
+        nulls = [x for x in models if x.endswith("__random-init")]
+        doc.p(f"Models: {desc}." + (f" Random-initialised copies ({', '.join('`' + c.num(ACTIVATIONS, ['models', x], 'key') + '`' for x in nulls)}) "
+                                    "serve as nulls." if nulls else ""), c)
+    if STEERING in m:
+        c = Cite(m)
+        doc.p(f"Steering runs on `{c.num(STEERING, ['model'], 'str')}`; effects are measured with the offline "
+              f"evaluators, primary metric `{c.num(STEERING, ['primary_metric'], 'str')}` (embedding classifier, "
+              f"test accuracy {c.num(STEERING, ['embedding_evaluator_test_accuracy'], 'f2')}).", c)
+
+    if VECTORS in m:
+        doc.h(2, "Emotion directions")
+        for model, entry in m[VECTORS]["models"].items():
+            if "sentence_end" not in entry:
+                continue
+            c = Cite(m)
+            k = ["models", model, "sentence_end"]
+            acc, shuf = entry["sentence_end"].get("probe_accuracy_at_best"), entry["sentence_end"].get("shuffled_accuracy_at_best")
+            ok = acc is not None and shuf is not None and acc > shuf
+            doc.p(f"`{c.num(VECTORS, ['models', model], 'key')}`: a linear probe separates the four classes at the "
+                  f"sentence end with test accuracy {c.num(VECTORS, k + ['probe_accuracy_at_best'], 'f2')} at layer "
+                  f"{c.num(VECTORS, k + ['best_layer'], 'int')}; the same probe on shuffled labels reaches "
+                  f"{c.num(VECTORS, k + ['shuffled_accuracy_at_best'], 'f2')}. "
+                  + ("**Verdict: emotion is linearly decodable beyond the shuffled-label null.**" if ok else
+                     "**Verdict: not decodable beyond the shuffled-label null.**"), c)
+        fig("vectors__probe_accuracy.png", "Probe accuracy per layer (shuffled-label null alongside)")
+        fig("vectors__norms.png", "Emotion vector norms per layer")
+
+    if ALIGNMENT in m or (STATS in m and "alignment_k" in m[STATS]):
+        doc.h(2, "Shared subspace across models")
+        for pair, entry in (m.get(ALIGNMENT, {}).get("pairs") or {}).items():
+            a, b = pair.split("->")
+            if a == b:
+                continue
+            c = Cite(m)
+            doc.p(f"Alignment stage verdict: {c.num(ALIGNMENT, ['pairs', pair, 'verdict'], 'str')}", c)
+        for pair, entry in (m.get(STATS, {}).get("alignment_k", {}).get("pairs") or {}).items():
+            if entry["self_pair"]:
+                continue
+            c = Cite(m)
+            base = ["alignment_k", "pairs", pair]
+            text = (f"k-selection `{c.num(STATS, base + ['a'], 'str')}` -> `{c.num(STATS, base + ['b'], 'str')}`: "
+                    f"the mapped overlap exceeds the null band (the stricter upper quantile of random subspaces and "
+                    f"permuted emotion labels) at ")
+            per_k = ", ".join(f"{c.num(STATS, base + ['by_k', kk, 'n_layer_pairs_supported'], 'int')} of "
+                              f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs at k = "
+                              f"{kk.split('=')[1]}" for kk in sorted(entry['by_k'], key=lambda s: int(s.split('=')[1])))
+            # k values come from the keys of by_k: cite them as keys
+            for kk in entry["by_k"]:
+                c.num(STATS, base + ["by_k", kk], "key")
+            text += per_k + ". "
+            k_sel, n_sel, n_all = entry["k_selected"], entry["n_layer_pairs_selecting"], entry["n_layer_pairs"]
+            if k_sel < 0:
+                text += "**Verdict: no subspace dimension is supported beyond the nulls.**"
+            elif 2 * n_sel < n_all:
+                text += (f"**Verdict: no dimension is consistently supported**: the most frequent elbow, k = "
+                         f"{c.num(STATS, base + ['k_selected'], 'int')}, holds at only "
+                         f"{c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of "
+                         f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs (largest excess "
+                         f"{c.num(STATS, base + ['max_excess'], 'f3')}).")
+            else:
+                text += (f"**Verdict: a shared subspace of dimension k = {c.num(STATS, base + ['k_selected'], 'int')}"
+                         f"** is supported (elbow at {c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of "
+                         f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs).")
+            doc.p(text, c)
+        fig("alignment__ksweep.png", "k-sweep: overlap after the map against its null bands")
+        fig("statistics__k_selection.png", "k-selection: overlap minus the null band per layer pair (supported where > 0)")
+        for name in sorted(figures):
+            if name.startswith("alignment__cka_grid"):
+                fig(name, "Layer x layer linear CKA")
+
+    headline = m.get(STATS, {}).get("headline", {})
+    if "steering_sweep" in headline:
+        doc.h(2, "Steering sweep")
+        doc.p("Each emotion vector is added at one layer and strength alpha during generation; the effect is the "
+              "per-prompt change of the emotion's own evaluator score vs the unsteered run. The null: random "
+              "directions with exactly the vector's norm, at the same layer and alpha, on the same prompts. The "
+              "headline per emotion is the largest effect among the null-controlled conditions; its adjusted p "
+              "covers the whole sweep.")
+        for emotion in headline["steering_sweep"]:
+            effect_verdict(doc, m, "steering_sweep", emotion, "steering sweep")
+        fig("steering_sweep__effect_vs_alpha.png", "Effect vs alpha per layer, random-direction band")
+        fig("statistics__steering_sweep_d.png", "Cohen's d with bootstrap CIs; stars: BH-significant")
+        fig("steering_sweep__effect_vs_fluency.png", "Effect vs fluency (NLL increase)")
+    if "steering" in headline:
+        doc.h(2, "Single-alpha steering")
+        doc.p("The steering vector at one alpha on neutral prompts (prompt-only patching) against equal-norm random "
+              "directions; the variants (iterative patching, emotion-token vectors, real-world texts, swaps) are in "
+              "`results/statistics/effects.parquet`.")
+        for emotion in headline["steering"]:
+            effect_verdict(doc, m, "steering", emotion, "single alpha")
+    for family in headline:
+        if family in ("steering_sweep", "steering"):
+            continue
+        doc.h(2, f"Effects: {family}")
+        for emotion in headline[family]:
+            effect_verdict(doc, m, family, emotion, family)
+
+    if STATS in m:
+        doc.h(2, "Multiple testing and power")
+        for family in m[STATS]["families"]:
+            c = Cite(m)
+            base = ["families", family]
+            doc.p(f"`{c.num(STATS, base, 'key')}`: {c.num(STATS, base + ['n_effects'], 'int')} effects "
+                  f"({c.num(STATS, base + ['n_vs_null'], 'int')} against a matching null, "
+                  f"{c.num(STATS, base + ['n_vs_0'], 'int')} against zero); "
+                  f"{c.num(STATS, base + ['n_significant'], 'int')} significant after Benjamini-Hochberg at "
+                  f"{c.num(STATS, ['settings', 'fdr_alpha'], 'g')} (smallest p_adj "
+                  f"{c.num(STATS, base + ['min_p_adj'], 'p')}). Median n {c.num(STATS, base + ['median_n'], 'g')}"
+                  f"; the median design detects |d| >= {c.num(STATS, base + ['median_mde_d'], 'f2')} at power "
+                  f"{c.num(STATS, ['power', 'power'], 'g')}.", c)
+        c = Cite(m)
+        pw = m[STATS]["power"]
+        needs = "; ".join(f"{c.num(STATS, ['power', 'n_per_group_two_sample', key], 'int')} per group "
+                          f"(two-sample) or {c.num(STATS, ['power', 'n_one_sample', key], 'int')} (one-sample) for "
+                          f"d = {key.split('=')[1]}" for key in pw["n_per_group_two_sample"])
+        for key in pw["n_per_group_two_sample"]:
+            c.num(STATS, ["power", "n_per_group_two_sample", key], "key")
+        doc.p(f"Power analysis (power {c.num(STATS, ['power', 'power'], 'g')}, two-sided alpha "
+              f"{c.num(STATS, ['power', 'alpha'], 'g')}): {needs}.", c)
+        fig("statistics__pvalues.png", "Permutation p-values per family (flat when there are no effects)")
+
+    others = [n for n in sorted(figures) if n not in figs_used]
+    if others:
+        doc.h(2, "Other figures")
+        for name in others:
+            fig(name, name[:-4].replace("__", " / "))
+
+    doc.h(2, "Reproducibility")
+    doc.p("Built by `dvc repro report` from the metrics and plots of the stages below, nothing else. Rebuild: "
+          "`dvc repro`; compare two experiments: `dvc exp diff`, `dvc metrics diff`, `dvc plots diff` (see the "
+          "README). Upstream stages as recorded in `dvc.lock` (code, data and outs by md5; metrics files omitted "
+          "because of their timing fields). No git revision is embedded, so the same inputs give the same bytes: "
+          "the commit is the one whose `dvc.lock` lists this report's md5.")
+    doc.pre(repro[0])
+    doc.p("Params the upstream stages ran with (from `dvc.lock`):")
+    doc.pre(repro[1])
+    doc.p("Software:")
+    doc.pre(env)
+    return doc
+
+
+def write(doc: Doc, figures: dict[str, Path], out: Path, title: str = "Emotion circuits: report") -> None:
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    used = {b[1] for b in doc.blocks if b[0] == "img"}
+    for name in sorted(used):
+        shutil.copyfile(figures[name], out / "figures" / name)
+    (out / "index.md").write_text(doc.markdown(), encoding="utf-8")
+    (out / "index.html").write_text(doc.html(figures, title), encoding="utf-8")

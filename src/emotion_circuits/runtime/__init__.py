@@ -1,0 +1,1 @@
+"""How heavy work runs: the local/Ray executor, devices, dtypes and out-of-memory backoff."""

@@ -1,0 +1,273 @@
+"""Phase 5 engine: add alpha * direction to the residual stream over a token window during greedy generation.
+
+Many conditions (prompt x layer x alpha x direction x window) run in one batched generate with a KV cache:
+each row carries its own layer, delta and window. Prompts are left-padded with explicit position ids, so every
+row computes exactly what it would compute alone (tested token for token).
+
+Units: by default a direction is the raw emotion vector (mean emotion - mean neutral, as in the seeds), so
+alpha = 1 moves a neutral residual as far as the average emotional sentence sits from neutral. Unit-norm
+directions with alpha ~1-2 do nothing on these models (residual norms are 10^2-10^3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from emotion_circuits.errors import SteeringError
+from emotion_circuits.model.hooks import hook_name, residual_hooks
+from emotion_circuits.model.loading import LoadedModel
+from emotion_circuits.model.padding import pad_rows, pad_with_mask
+from emotion_circuits.runtime.resources import run_with_backoff
+
+WINDOWS = ("last", "positions", "generated", "all")
+SCHEDULES = ("constant", "linear", "exp")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where the delta is added. last: the last `n` prompt tokens; positions: explicit prompt token indices
+    (0 = first prompt token, BOS included); generated: every generated token only; all: prompt and generated."""
+
+    kind: str = "last"
+    n: int = 3
+    positions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in WINDOWS:
+            raise ValueError(f"unknown window {self.kind!r} (allowed: {', '.join(WINDOWS)})")
+        if self.kind == "last" and self.n < 1:
+            raise ValueError("window n must be >= 1")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One generation: a prompt, and optionally a steering delta at `layer` (None = unsteered)."""
+
+    prompt: str
+    layer: int = 0
+    alpha: float = 0.0
+    direction: np.ndarray | None = field(default=None, compare=False)
+    window: Window = Window()
+    schedule: str = "constant"
+    decay: float = 0.7
+    iterative: bool = False  # re-apply at every generated step (not only over the prompt window)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.alpha, (int, float)) or not np.isfinite(self.alpha):
+            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
+
+
+def schedule_weights(schedule: str, length: int, decay: float) -> np.ndarray:
+    """Per-position multipliers over a window: constant 1, linear 1 -> 1/length, or decay**i."""
+    i = np.arange(length, dtype=np.float64)
+    if schedule == "constant":
+        return np.ones(length)
+    if schedule == "linear":
+        return 1.0 - i / max(length, 1)
+    return decay**i
+
+
+def _prompt_coefficients(c: Condition, prompt_len: int) -> np.ndarray:
+    """alpha x schedule over the prompt tokens this condition steers."""
+    coef = np.zeros(prompt_len)
+    if c.window.kind == "last":
+        idx = np.arange(max(0, prompt_len - c.window.n), prompt_len)
+    elif c.window.kind == "positions":
+        idx = np.array([p for p in c.window.positions if 0 <= p < prompt_len], dtype=int)
+    elif c.window.kind == "all":
+        idx = np.arange(prompt_len)
+    else:
+        idx = np.array([], dtype=int)
+    coef[idx] = c.alpha * schedule_weights(c.schedule, len(idx), c.decay)
+    return coef
+
+
+def _generated_coefficients(c: Condition, steps: int) -> np.ndarray:
+    if c.window.kind in ("generated", "all") or c.iterative:
+        return c.alpha * schedule_weights(c.schedule, steps, c.decay)
+    return np.zeros(steps)
+
+
+def tokenize_prompt(lm: LoadedModel, prompt: str, prepend_bos: bool = True) -> list[int]:
+    ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = lm.tokenizer.bos_token_id
+    return [bos, *ids] if prepend_bos and bos is not None else list(ids)
+
+
+def validate(lm: LoadedModel, conditions: Sequence[Condition]) -> None:
+    """Clear errors for conditions that cannot run on this model."""
+    if not lm.causal:
+        raise SteeringError(f"{lm.name} is an encoder: it cannot generate, so it cannot be steered")
+    for c in conditions:
+        if c.direction is None:
+            continue
+        if not 0 <= c.layer < lm.n_layers:
+            raise SteeringError(f"layer {c.layer} out of range for {lm.name} (0..{lm.n_layers - 1})")
+        if np.shape(c.direction) != (lm.d_model,):
+            raise SteeringError(f"direction has shape {np.shape(c.direction)}, expected ({lm.d_model},)")
+
+
+@contextlib.contextmanager
+def _steering(lm: LoadedModel, conditions: Sequence[Condition], state: dict) -> None:
+    """Per-layer hooks adding coef[row, pos] * direction[row] at resid_pre, for rows steering that layer.
+
+    `state["coef"]` holds the [batch, positions] coefficients of the positions the current forward processes.
+    """
+    device, dtype = lm.device, next(lm.hf_model.parameters()).dtype
+    hooks = {}
+    for layer in sorted({c.layer for c in conditions if c.direction is not None and c.alpha != 0}):
+        delta = torch.zeros(len(conditions), lm.d_model, dtype=dtype)
+        for i, c in enumerate(conditions):
+            if c.direction is not None and c.layer == layer:
+                delta[i] = torch.as_tensor(np.asarray(c.direction), dtype=dtype)
+        delta = delta.to(device)
+
+        def add(x: torch.Tensor, _delta=delta) -> torch.Tensor:
+            return x + state["coef"].to(x.dtype)[:, :, None] * _delta[:, None, :]
+
+        hooks[hook_name(layer, "resid_pre")] = add
+    with residual_hooks(lm, hooks):
+        yield
+
+
+def _shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarray]) -> int:
+    """Length T of the per-row prompt suffix that must run with steering; everything before it is unsteered.
+
+    A row's tokens before its first steered position compute the same keys/values in every condition with that
+    prompt, so the prompt-sharing part is prefilled once per distinct prompt and the KV cache is fanned out.
+    At least the last prompt token stays in the suffix: its logits start generation.
+    """
+    tail = 1
+    for p, k in zip(prompts, coefs):
+        steered = np.flatnonzero(k)
+        first = int(steered[0]) if len(steered) else len(p)
+        tail = max(tail, len(p) - min(first, len(p) - 1))
+    return tail
+
+
+def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int,
+                    prepend_bos: bool, use_cache: bool) -> list[list[int]]:
+    from transformers import DynamicCache
+
+    prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conditions]
+    coefs = [_prompt_coefficients(c, len(p)) for p, c in zip(prompts, conditions)]
+    pad = lm.tokenizer.pad_token_id
+    device, model = lm.device, lm.hf_model
+    gen_coef = torch.tensor(np.stack([_generated_coefficients(c, max_new_tokens) for c in conditions]),
+                            dtype=torch.float32).to(device)
+    eos = lm.tokenizer.eos_token_id
+    state: dict = {}
+    out_tokens = torch.full((len(prompts), max_new_tokens), pad, dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+
+    def take(logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Greedy token of each row at `step` (pad once a row has emitted EOS); marks rows that are done."""
+        nxt = logits.float().argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        out_tokens[:, step] = nxt
+        if eos is not None:
+            torch.logical_or(done, nxt == eos, out=done)
+        return nxt
+
+    with torch.inference_mode():
+        if use_cache:
+            # 1. the unsteered prompt prefixes, once per distinct prefix (no hooks: nothing is steered there)
+            tail = _shared_prefix_split(prompts, coefs)
+            heads = [tuple(p[: max(0, len(p) - tail)]) for p in prompts]
+            unique = sorted(set(heads))
+            head_width = max(len(h) for h in unique)
+            cache = DynamicCache()
+            mask = torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
+            if head_width:
+                head_ids, head_mask = (t.to(device) for t in pad_with_mask(unique, pad, "left", head_width))
+                model(input_ids=head_ids, attention_mask=head_mask,
+                      position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                      logits_to_keep=1)
+                row_of = {h: i for i, h in enumerate(unique)}
+                index = torch.tensor([row_of[h] for h in heads], device=device)
+                cache.batch_select_indices(index)
+                mask = head_mask[index]
+            # 2. each condition's steered suffix on top of its prefix's keys/values
+            suffix = [p[max(0, len(p) - tail):] for p in prompts]
+            ids, suffix_mask = (t.to(device) for t in pad_with_mask(suffix, pad, "left", tail))
+            mask = torch.cat([mask, suffix_mask], 1)
+            state["coef"] = pad_rows([k[max(0, len(k) - tail):] for k in coefs], 0.0, torch.float32, "left",
+                                     tail).to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with _steering(lm, conditions, state):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                for step in range(max_new_tokens):
+                    nxt = take(logits, step)
+                    if bool(done.all()) or step == max_new_tokens - 1:
+                        break
+                    # only the new token goes through the model; earlier keys/values come from the cache
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+                    state["coef"] = gen_coef[:, step: step + 1]
+                    logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
+                                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        else:  # full recomputation at every step, no prefix sharing: the reference the cached path must reproduce
+            seq, mask = (t.to(device) for t in pad_with_mask(prompts, pad, "left"))
+            prompt_coef = pad_rows(coefs, 0.0, torch.float32, "left", seq.shape[1]).to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with _steering(lm, conditions, state):
+                for step in range(max_new_tokens):
+                    state["coef"] = torch.cat([prompt_coef, gen_coef[:, :step]], dim=1)
+                    logits = model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
+                                   logits_to_keep=1).logits[:, -1]
+                    nxt = take(logits, step)
+                    if bool(done.all()):
+                        break
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+                    seq = torch.cat([seq, nxt[:, None]], dim=1)
+    result = []
+    for row in out_tokens.tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos) + 1]
+        result.append(row)
+    return result
+
+
+def generate(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int = 30, batch_size: int = 64,
+             prepend_bos: bool = True, use_cache: bool = True, progress: bool = False) -> list[list[int]]:
+    """Greedy continuations (token ids) for every condition; many conditions per forward.
+
+    Conditions are sorted by prompt length so rows in a batch pad little; results come back in input order.
+    """
+    validate(lm, conditions)
+    order = sorted(range(len(conditions)), key=lambda i: (len(conditions[i].prompt), i))
+    results: list[list[int]] = [[] for _ in conditions]
+    bar = tqdm(total=len(conditions), desc=f"steering {lm.name}", unit="cond", disable=not progress, mininterval=1.0)
+
+    def run(lo: int, hi: int) -> None:
+        idx = order[lo:hi]
+        for i, tokens in zip(idx, _generate_batch(lm, [conditions[i] for i in idx], max_new_tokens, prepend_bos,
+                                                  use_cache)):
+            results[i] = tokens
+        bar.update(len(idx))
+
+    run_with_backoff(len(order), batch_size, run, f"steering {lm.name}")
+    bar.close()
+    return results
+
+
+def decode(lm: LoadedModel, tokens: Sequence[Sequence[int]]) -> list[str]:
+    return [lm.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+
+
+def random_directions(reference: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` Gaussian directions rescaled to exactly the L2 norm of `reference`: the equal-norm null."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.standard_normal((n, reference.shape[-1]))
+    dirs *= np.linalg.norm(reference) / np.linalg.norm(dirs, axis=1, keepdims=True)
+    return dirs.astype(np.float32)
