@@ -135,7 +135,7 @@ def _resolve(dotted: str):
         path = base.with_suffix(".py")
     elif (base / "__init__.py").is_file():
         init = (base / "__init__.py").read_text()
-        if "import_module" in init:
+        if "import_module" in init or "autoload(" in init:
             return base
         path = base / "__init__.py"
         if "import" not in init:
