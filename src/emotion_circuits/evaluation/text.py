@@ -1,0 +1,81 @@
+"""Text measures shared by every evaluator run: fluency (repetition, continuation NLL), sentence embeddings,
+and `score_all`, which joins the evaluators' declared columns into one table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+WORD = re.compile(r"[A-Za-z']+")
+
+
+def repetition_rate(text: str) -> float:
+    """Share of word trigrams that already occurred earlier in the text (loops, 'thank thank thank')."""
+    words = [w.lower() for w in WORD.findall(text)]
+    grams = list(zip(words, words[1:], words[2:]))
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def embed_texts(lm, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings: attention-masked mean of the last hidden state, L2-normalised (MiniLM's recipe)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = lm.tokenizer(list(texts[start: start + batch_size]), padding=True, truncation=True,
+                               max_length=256, return_tensors="pt")
+            hidden = lm.hf_model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, lm.d_model), dtype=np.float32)
+
+
+def continuation_nll(lm, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                     batch_size: int = 32) -> np.ndarray:
+    """Mean per-token negative log-likelihood of each continuation under the (unsteered) model.
+
+    Teacher-forced with right padding: rows never attend to pads, so batching does not change the value.
+    """
+    import torch
+
+    from emotion_circuits.model.padding import pad_with_mask
+    from emotion_circuits.runtime.resources import run_with_backoff
+
+    out = np.full(len(prompts), np.nan)
+    pad = lm.tokenizer.pad_token_id
+
+    def run(lo: int, hi: int) -> None:
+        rows = list(range(lo, hi))
+        ids, mask = pad_with_mask([list(prompts[i]) + list(continuations[i]) for i in rows], pad, "right")
+        logits = lm.hf_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for j, i in enumerate(rows):
+            p, c = len(prompts[i]), len(continuations[i])
+            if c == 0:
+                continue
+            targets = torch.tensor(list(continuations[i]))
+            out[i] = float(-logp[j, p - 1: p - 1 + c].gather(1, targets[:, None]).mean())
+
+    with torch.inference_mode():
+        run_with_backoff(len(prompts), batch_size, run, f"fluency NLL {lm.name}")
+    return out
+
+
+def score_all(evaluators, texts: Sequence[str]) -> pd.DataFrame:
+    """Every evaluator's declared columns side by side (one row per text), plus `repetition`. An evaluator
+    whose frame is not exactly its declared `metrics` is an error here, not a column lost later."""
+    frames = []
+    for ev in evaluators:
+        frame = ev.score(texts).reset_index(drop=True)
+        if list(frame.columns) != [m.column for m in ev.metrics]:
+            raise RuntimeError(f"evaluator {ev.name!r} scored {list(frame.columns)}, declared "
+                               f"{[m.column for m in ev.metrics]}")
+        frames.append(frame)
+    out = pd.concat(frames, axis=1) if frames else pd.DataFrame(index=range(len(texts)))
+    out["repetition"] = [repetition_rate(t) for t in texts]
+    return out
