@@ -4,85 +4,162 @@ null data give uniform p-values and ~95% CI coverage; adapters and k-selection o
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from emotion_circuits.stats import effects as S
+from emotion_circuits.stats import effects, intervals, kselect, multiple, nulls, power, samples, summary
 from emotion_circuits.errors import DataError, ParamsError
 from emotion_circuits.params import StatisticsParams
 
-CFG = S.StatsConfig(n_boot=999, n_perm=999, seed=0)
+CFG = StatisticsParams(n_boot=999, n_perm=999)
 
 
 def test_cohens_d_and_hedges_g_match_the_textbook_formulas():
     x, y = np.array([1.0, 2, 3, 4, 5]), np.array([3.0, 4, 5, 6, 7])
-    assert S.cohens_d(x, y) == pytest.approx(-2 / np.sqrt(2.5))  # both SDs sqrt(2.5): pooled SD sqrt(2.5)
-    assert S.cohens_d(x) == pytest.approx(3 / np.sqrt(2.5))
+    assert effects.cohens_d(x, y) == pytest.approx(-2 / np.sqrt(2.5))  # both SDs sqrt(2.5): pooled SD sqrt(2.5)
+    assert effects.cohens_d(x) == pytest.approx(3 / np.sqrt(2.5))
     # exact small-sample correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2)) ~ 1 - 3 / (4 df - 1)
-    assert S.hedges_correction(5, 5) == pytest.approx(1 - 3 / (4 * 8 - 1), abs=1e-3)
-    assert S.hedges_g(x, y) == pytest.approx(S.cohens_d(x, y) * S.hedges_correction(5, 5))
+    assert effects.hedges_correction(5, 5) == pytest.approx(1 - 3 / (4 * 8 - 1), abs=1e-3)
+    assert effects.hedges_g(x, y) == pytest.approx(effects.cohens_d(x, y) * effects.hedges_correction(5, 5))
     # vectorised along the last axis, and no scale -> NaN instead of inf
     batch = np.stack([x, x + 1])
-    assert np.allclose(S.cohens_d(batch, np.stack([y, y])), [S.cohens_d(x, y), S.cohens_d(x + 1, y)])
-    assert np.isnan(S.cohens_d(np.zeros(4), np.zeros(6)))
+    assert np.allclose(effects.cohens_d(batch, np.stack([y, y])), [effects.cohens_d(x, y), effects.cohens_d(x + 1, y)])
+    assert np.isnan(effects.cohens_d(np.zeros(4), np.zeros(6)))
 
 
 def test_bootstrap_ci_agrees_with_the_t_interval_on_normal_data():
     rng = np.random.default_rng(1)
     x, y = rng.normal(0.5, 1, 300), rng.normal(0, 1, 300)
-    low, high = S.bootstrap_ci(x, y, 2000, 0.95, "BCa", np.random.default_rng(2))
+    low, high = intervals.bootstrap_ci(x, y, 2000, 0.95, "BCa", np.random.default_rng(2))
     t = sps.ttest_ind(x, y).confidence_interval(0.95)
     assert low[0] == pytest.approx(t.low, abs=0.03) and high[0] == pytest.approx(t.high, abs=0.03)
-    assert low[1] < S.cohens_d(x, y) < high[1]
+    assert low[1] < effects.cohens_d(x, y) < high[1]
     # seeded: the same generator state gives the same interval
-    again = S.bootstrap_ci(x, y, 2000, 0.95, "BCa", np.random.default_rng(2))
+    again = intervals.bootstrap_ci(x, y, 2000, 0.95, "BCa", np.random.default_rng(2))
     assert np.array_equal(low, again[0]) and np.array_equal(high, again[1])
+
+
+def test_interval_is_the_params_chosen_bootstrap_of_a_mean_or_a_mean_difference():
+    rng = np.random.default_rng(21)
+    x, y = rng.normal(0.5, 1, 200), rng.normal(0, 1, 300)
+    cfg = StatisticsParams(n_boot=2000, ci_method="BCa")
+    # planted effect recovered, and the interval is the t interval's on normal data
+    low, high = intervals.interval(x, y, cfg, 3)
+    t = sps.ttest_ind(x, y).confidence_interval(0.95)
+    assert low > 0 and low < 0.5 < high
+    assert low == pytest.approx(t.low, abs=0.04) and high == pytest.approx(t.high, abs=0.04)
+    one = intervals.interval(x, None, cfg, 3)
+    t1 = sps.ttest_1samp(x, 0).confidence_interval(0.95)
+    assert one[0] == pytest.approx(t1.low, abs=0.04) and one[1] == pytest.approx(t1.high, abs=0.04)
+    # the statistics stage's joint (difference, d) bootstrap gives the same difference CI for the same draws
+    joint = intervals.bootstrap_ci(x, y, cfg.n_boot, cfg.ci_level, cfg.ci_method, np.random.default_rng(3))
+    assert (low, high) == (joint[0][0], joint[1][0])
+    # every method is scipy.stats.bootstrap's with the same seed, level and size
+    for method in ("percentile", "basic", "BCa"):
+        c = StatisticsParams(n_boot=500, ci_method=method, ci_level=0.9)
+        ref = sps.bootstrap((x,), np.mean, n_resamples=500, confidence_level=0.9, method=method,
+                            rng=np.random.default_rng(7)).confidence_interval
+        assert intervals.interval(x, None, c, 7) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert intervals.interval(x, None, StatisticsParams(n_boot=500, ci_method="percentile"), 7) != \
+        intervals.interval(x, None, StatisticsParams(n_boot=500, ci_method="basic"), 7)
+
+
+def test_interval_on_noise_covers_zero_and_degenerate_data_have_no_width():
+    cfg = StatisticsParams(n_boot=199, ci_method="percentile")
+    rng = np.random.default_rng(22)
+    covered = sum(lo <= 0 <= hi for lo, hi in (intervals.interval(rng.normal(0, 1, 20), None, cfg, i)
+                                               for i in range(300)))
+    assert 0.88 <= covered / 300 <= 0.98
+    assert intervals.interval(np.full(5, 2.0), None, cfg, 0) == (2.0, 2.0)  # no spread: the point, not 0
+    assert intervals.interval(np.full(5, 2.0), np.full(4, 2.0), cfg, 0) == (0.0, 0.0)
+    assert all(np.isnan(intervals.interval(np.array([1.0]), None, cfg, 0)))
+
+
+def test_vs_null_p_z_and_quantiles_with_an_explicit_alternative():
+    rng = np.random.default_rng(23)
+    null = rng.normal(0, 1, 999)
+    high = nulls.vs_null(5.0, null, "greater")  # planted: far above every null draw
+    assert high["p"] == 1 / 1000 and high["z"] == pytest.approx((5 - null.mean()) / null.std(ddof=1))
+    assert high["n_null"] == 999 and high["null_sd"] == pytest.approx(null.std(ddof=1))
+    assert high["q05"] == pytest.approx(np.quantile(null, 0.05)) and high["q95"] == pytest.approx(np.quantile(null, 0.95))
+    assert nulls.vs_null(5.0, null, "less")["p"] == 1.0 and nulls.vs_null(5.0, null, "two-sided")["p"] == 1 / 1000
+    assert nulls.vs_null(-5.0, null, "less")["p"] == 1 / 1000
+    # noise: a value drawn from the null gives a uniform p
+    ps = [nulls.vs_null(rng.normal(), rng.normal(0, 1, 199), "greater")["p"] for _ in range(400)]
+    assert sps.kstest(ps, "uniform").pvalue > 0.01
+    # degenerate null: no scale, z None (never inf); p still counts ties
+    flat = nulls.vs_null(1.0, np.zeros(10), "greater")
+    assert flat["z"] is None and flat["null_sd"] == 0.0 and flat["p"] == 1 / 11
+    assert nulls.vs_null(0.0, np.zeros(10), "greater")["p"] == 1.0
+    with pytest.raises(ValueError, match="alternative"):
+        nulls.vs_null(1.0, null, "bigger")
+    with pytest.raises(TypeError):
+        nulls.vs_null(1.0, null)  # no default: the caller says what it tests
+    with pytest.raises(ValueError, match="at least one"):
+        nulls.vs_null(1.0, np.array([]), "greater")
+
+
+def test_vs_null_agrees_with_scipy_permutation_test():
+    rng = np.random.default_rng(24)
+    x, y = rng.normal(0.3, 1, 25), rng.normal(0, 1, 25)
+    diff = lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis)  # noqa: E731
+    for alternative in ("greater", "less"):
+        res = sps.permutation_test((x, y), diff, n_resamples=999, alternative=alternative, vectorized=True,
+                                   rng=np.random.default_rng(5))
+        ours = nulls.vs_null(float(res.statistic), res.null_distribution, alternative)
+        assert ours["p"] == pytest.approx(res.pvalue)
+    # two-sided: distance from the null's centre; matches scipy's doubled one-sided p on a symmetric null
+    res = sps.permutation_test((x, y), diff, n_resamples=4999, alternative="two-sided", vectorized=True,
+                               rng=np.random.default_rng(6))
+    assert nulls.vs_null(float(res.statistic), res.null_distribution, "two-sided")["p"] == pytest.approx(
+        res.pvalue, abs=0.02)
 
 
 def test_sign_flip_p_is_exact_and_two_sample_p_matches_the_t_test():
     x = np.array([0.3, -0.1, 0.8, 0.5, 1.2, -0.4, 0.9, 0.6])
     flips = np.array(list(itertools.product([-1, 1], repeat=len(x))))
     exact = np.mean(np.abs((flips * x).mean(axis=1)) >= abs(x.mean()) - 1e-12)
-    assert S.permutation_p(x, None, 1000, np.random.default_rng(0)) == pytest.approx(exact)
+    assert nulls.permutation_p(x, None, 1000, np.random.default_rng(0)) == pytest.approx(exact)
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.3, 1, 150), rng.normal(0, 1, 150)
-    p = S.permutation_p(a, b, 4000, np.random.default_rng(4))
+    p = nulls.permutation_p(a, b, 4000, np.random.default_rng(4))
     assert p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, abs=0.02)
-    assert S.permutation_p(np.zeros(5), np.zeros(7), 100, rng) == 1.0
+    assert nulls.permutation_p(np.zeros(5), np.zeros(7), 100, rng) == 1.0
 
 
 def test_bh_matches_the_hand_computed_example_and_scipy():
     p = np.array([0.01, 0.04, 0.03, 0.005])
-    reject, adj = S.bh_adjust(p, 0.05)
+    reject, adj = multiple.bh_adjust(p, 0.05)
     assert np.allclose(adj, [0.02, 0.04, 0.04, 0.02]) and reject.all()
     q = np.random.default_rng(0).uniform(size=50)
-    assert np.allclose(S.bh_adjust(q, 0.05)[1], sps.false_discovery_control(q))
-    assert np.isnan(S.bh_adjust(np.array([0.01, np.nan]), 0.05)[1][1])
+    assert np.allclose(multiple.bh_adjust(q, 0.05)[1], sps.false_discovery_control(q))
+    assert np.isnan(multiple.bh_adjust(np.array([0.01, np.nan]), 0.05)[1][1])
 
 
 def test_power_matches_cohens_tables():
-    assert S.required_n(0.5, 0.8, 0.05) == pytest.approx(63.77, abs=0.05)   # Cohen (1988): 64 per group
-    assert S.required_n(0.2, 0.8, 0.05) == pytest.approx(393.4, abs=0.2)    # 393-394 per group
-    assert S.required_n(0.5, 0.8, 0.05, two_sample=False) == pytest.approx(33.4, abs=0.2)
-    assert S.achieved_power(0.5, 64, 64, 0.05) == pytest.approx(0.80, abs=0.01)
-    assert S.min_detectable_d(64, 64, 0.8, 0.05) == pytest.approx(0.5, abs=0.01)
+    assert power.required_n(0.5, 0.8, 0.05) == pytest.approx(63.77, abs=0.05)   # Cohen (1988): 64 per group
+    assert power.required_n(0.2, 0.8, 0.05) == pytest.approx(393.4, abs=0.2)    # 393-394 per group
+    assert power.required_n(0.5, 0.8, 0.05, two_sample=False) == pytest.approx(33.4, abs=0.2)
+    assert power.achieved_power(0.5, 64, 64, 0.05) == pytest.approx(0.80, abs=0.01)
+    assert power.min_detectable_d(64, 64, 0.8, 0.05) == pytest.approx(0.5, abs=0.01)
     # unequal groups: more null runs help, but less than more effect units
-    assert S.achieved_power(0.5, 12, 120, 0.05) > S.achieved_power(0.5, 12, 12, 0.05)
-    table = S.power_table(S.StatsConfig())
+    assert power.achieved_power(0.5, 12, 120, 0.05) > power.achieved_power(0.5, 12, 12, 0.05)
+    table = power.power_table(StatisticsParams())
     assert table["n_per_group_two_sample"] == {"d=0.2": 394, "d=0.5": 64}
 
 
 def test_planted_effects_are_recovered_two_sample_and_one_sample():
     rng = np.random.default_rng(5)
     x, y = rng.normal(0.8, 1, 200), rng.normal(0, 1, 400)
-    row = S.analyse_effect(x, y, CFG, np.random.default_rng(6))
+    row = summary.analyse_effect(x, y, CFG, np.random.default_rng(6))
     assert row["test"] == "two_sample_vs_null" and row["n"] == 200 and row["n_null"] == 400
     assert row["d"] == pytest.approx(0.8, abs=0.15) and row["d_ci_low"] < 0.8 < row["d_ci_high"]
     assert row["p"] < 0.01 and row["g"] < row["d"]
-    one = S.analyse_effect(rng.normal(0.5, 1, 120), None, CFG, np.random.default_rng(7))
+    one = summary.analyse_effect(rng.normal(0.5, 1, 120), None, CFG, np.random.default_rng(7))
     assert one["test"] == "one_sample_vs_0" and one["d"] == pytest.approx(0.5, abs=0.2) and one["p"] < 0.01
 
 
@@ -90,18 +167,18 @@ def test_paired_effects_use_the_per_unit_differences():
     rng = np.random.default_rng(11)
     unit_level = rng.normal(0, 5, 30)  # large between-unit variance that pairing removes
     x, y = unit_level + 0.5 + rng.normal(0, 0.5, 30), unit_level + rng.normal(0, 0.5, 30)
-    paired = S.analyse_effect(x, y, CFG, np.random.default_rng(12), paired=True)
-    unpaired = S.analyse_effect(x, y, CFG, np.random.default_rng(12))
+    paired = summary.analyse_effect(x, y, CFG, np.random.default_rng(12), paired=True)
+    unpaired = summary.analyse_effect(x, y, CFG, np.random.default_rng(12))
     diff = x - y
     assert paired["test"] == "paired_vs_null" and paired["d"] == pytest.approx(diff.mean() / diff.std(ddof=1))
     assert paired["p"] < 0.01 < unpaired["p"]
     assert paired["diff"] == pytest.approx(unpaired["diff"])
-    assert S.is_paired(np.arange(5), np.arange(5)[::-1])
-    assert not S.is_paired(np.arange(5), np.repeat(np.arange(5), 2)) and not S.is_paired(-np.ones(3), -np.ones(3))
+    assert summary.is_paired(np.arange(5), np.arange(5)[::-1])
+    assert not summary.is_paired(np.arange(5), np.repeat(np.arange(5), 2)) and not summary.is_paired(-np.ones(3), -np.ones(3))
     df = pd.DataFrame({"family": "f", "effect": "e", "emotion": "anger", "metric": "m",
                        "group": ["effect"] * 30 + ["null"] * 30, "unit": np.r_[np.arange(30), np.arange(30)[::-1]],
                        "value": np.r_[x, y[::-1]]})
-    row = S.analyse_samples(df, CFG).iloc[0]
+    row = summary.analyse_samples(df, CFG, 0).iloc[0]
     assert row["test"] == "paired_vs_null" and row["d"] == pytest.approx(paired["d"])
 
 
@@ -112,8 +189,8 @@ def test_null_data_give_uniform_p_values_and_95_percent_ci_coverage():
     for i in range(reps):
         x, y = rng.normal(0, 1, 15), rng.normal(0, 1, 30)
         r = np.random.default_rng(1000 + i)
-        ps.append(S.permutation_p(x, y, 199, r))
-        low, high = S.bootstrap_ci(x, y, 499, 0.95, "percentile", r)
+        ps.append(nulls.permutation_p(x, y, 199, r))
+        low, high = intervals.bootstrap_ci(x, y, 499, 0.95, "percentile", r)
         covered += low[0] <= 0 <= high[0]
     ps = np.array(ps)
     assert sps.kstest(ps, "uniform").pvalue > 0.01
@@ -131,38 +208,38 @@ def _samples():
             if with_null:
                 for _ in range(3):
                     rows.append((family, effect, "anger", "m", "null", u, rng.normal(0, 1)))
-    return pd.DataFrame(rows, columns=list(S.SAMPLE_COLUMNS))
+    return pd.DataFrame(rows, columns=list(samples.SAMPLE_COLUMNS))
 
 
 def test_analyse_samples_tests_each_effect_and_adjusts_within_families():
     df = _samples()
-    out = S.analyse_samples(df, CFG)
+    out = summary.analyse_samples(df, CFG, 0)
     assert list(out[["family", "effect"]].itertuples(index=False, name=None)) == [
         ("A", "none"), ("A", "one"), ("A", "strong"), ("B", "strong")]
     a = out[out["family"] == "A"]
-    assert np.allclose(a["p_adj"], S.bh_adjust(a["p"].to_numpy(), 0.05)[1])
+    assert np.allclose(a["p_adj"], multiple.bh_adjust(a["p"].to_numpy(), 0.05)[1])
     b = out[out["family"] == "B"].iloc[0]
     assert b["p_adj"] == b["p"]  # alone in its family: nothing to adjust
     strong = out[(out["family"] == "A") & (out["effect"] == "strong")].iloc[0]
     assert strong["significant"] and strong["n"] == 20 and strong["n_null"] == 60
     assert out.loc[out["effect"] == "one", "test"].iloc[0] == "one_sample_vs_0"
     # row order and table order do not matter: per-effect seeds
-    shuffled = S.analyse_samples(df.sample(frac=1, random_state=1), CFG)
+    shuffled = summary.analyse_samples(df.sample(frac=1, random_state=1), CFG, 0)
     pd.testing.assert_frame_equal(out, shuffled)
-    only_b = S.analyse_samples(df[df["family"] == "B"], CFG)
+    only_b = summary.analyse_samples(df[df["family"] == "B"], CFG, 0)
     assert only_b.iloc[0]["d_ci_low"] == b["d_ci_low"] and only_b.iloc[0]["p"] == b["p"]
 
 
 def test_validate_samples_rejects_bad_tables():
     df = _samples()
     with pytest.raises(DataError, match="missing column"):
-        S.validate_samples(df.drop(columns="unit"), "x.parquet")
+        samples.validate_samples(df.drop(columns="unit"), "x.parquet")
     with pytest.raises(DataError, match="group must be"):
-        S.validate_samples(df.assign(group="control"), "x.parquet")
+        samples.validate_samples(df.assign(group="control"), "x.parquet")
     with pytest.raises(DataError, match="only null rows"):
-        S.validate_samples(df[df["group"] == "null"], "x.parquet")
+        samples.validate_samples(df[df["group"] == "null"], "x.parquet")
     with pytest.raises(DataError, match="comes from both"):
-        S.combine_samples({"a.parquet": df, "b.parquet": df})
+        samples.combine_samples({"a.parquet": df, "b.parquet": df})
 
 
 def _generations():
@@ -186,7 +263,7 @@ def _generations():
 
 
 def test_sweep_adapter_pairs_effects_with_their_random_null_on_the_same_prompts():
-    out = S.sweep_effect_samples(_generations(), ["p", "lex", "vader"])
+    out = effects.sweep_effect_samples(_generations(), ["p", "lex", "vader"])
     assert set(out["effect"]) == {"anger/blocks.3.hook_resid_pre/alpha=1/p_anger",
                                   "anger/blocks.3.hook_resid_pre/alpha=2/p_anger",
                                   "anger/blocks.3.hook_resid_pre/alpha=1/vader_compound",
@@ -196,7 +273,7 @@ def test_sweep_adapter_pairs_effects_with_their_random_null_on_the_same_prompts(
     assert set(a2["unit"]) == {0, 1}
     a1 = out[out["effect"] == "anger/blocks.3.hook_resid_pre/alpha=1/p_anger"]
     assert set(a1["group"]) == {"effect"} and len(a1) == 4  # no null at alpha 1: all prompts, vs 0
-    res = S.analyse_samples(out, CFG)
+    res = summary.analyse_samples(out, CFG, 0)
     assert res.set_index("effect").loc["anger/blocks.3.hook_resid_pre/alpha=2/p_anger", "layer"] == 3
     assert set(res["alpha"]) == {1.0, 2.0}
 
@@ -215,14 +292,14 @@ def _scores(overlaps, band):
 def test_k_selection_finds_the_elbow_against_the_null_band():
     band = (0.1, 0.3, 0.5)
     supported = _scores({(0, 0): (0.2, 0.5, 0.55), (1, 2): (0.15, 0.45, 0.52), (2, 4): (0.05, 0.2, 0.4)}, band)
-    table = S.select_k(supported, "zscore")
+    table = kselect.select_k(supported, "zscore")
     per_layer = table.drop_duplicates(["layer_a", "layer_b"]).set_index(["layer_a", "layer_b"])["k_selected"]
     assert per_layer.to_dict() == {(0, 0): 5, (1, 2): 5, (2, 4): -1}
-    summary = S.summarise_k(table)["m1->m2"]
+    summary = kselect.summarise_k(table)["m1->m2"]
     assert summary["k_selected"] == 5 and summary["n_layer_pairs_selecting"] == 2
     assert summary["by_k"]["k=5"]["n_layer_pairs_supported"] == 2
     assert table["p_perm_adj"].notna().all()
-    none = S.summarise_k(S.select_k(_scores({(0, 0): (0.05, 0.2, 0.4)}, band), "zscore"))["m1->m2"]
+    none = kselect.summarise_k(kselect.select_k(_scores({(0, 0): (0.05, 0.2, 0.4)}, band), "zscore"))["m1->m2"]
     assert none["k_selected"] == -1
 
 
@@ -232,16 +309,16 @@ def test_declared_effect_samples_follow_dvc_yaml(tmp_path, monkeypatch):
     _samples().to_parquet(tmp_path / "results/heads/effect_samples.parquet")
     (tmp_path / "dvc.yaml").write_text("stages:\n  statistics:\n    cmd: x\n    deps:\n      - stages/statistics.py\n"
                                        "      - results/heads\n      - results/neurons/effect_samples.parquet\n")
-    found = S.declared_effect_samples(tmp_path / "dvc.yaml")
-    assert found == [S.Path("results/heads/effect_samples.parquet"),
-                     S.Path("results/neurons/effect_samples.parquet")]
+    found = samples.declared_effect_samples(tmp_path / "dvc.yaml")
+    assert found == [Path("results/heads/effect_samples.parquet"),
+                     Path("results/neurons/effect_samples.parquet")]
     with pytest.raises(DataError, match="declared in dvc.yaml but missing"):
-        S.load_effect_samples(found)
-    assert len(S.load_effect_samples(found[:1])) == len(_samples())
+        samples.load_effect_samples(found)
+    assert len(samples.load_effect_samples(found[:1])) == len(_samples())
     with_nan = _samples()
     with_nan.loc[0, "value"] = np.nan
     with_nan.to_parquet(tmp_path / "results/heads/effect_samples.parquet")
-    loaded = S.load_effect_samples(found[:1])
+    loaded = samples.load_effect_samples(found[:1])
     assert len(loaded) == len(_samples()) - 1
     assert loaded.attrs["dropped_non_finite"] == {"results/heads/effect_samples.parquet": 1}
 
