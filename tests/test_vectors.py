@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from emotion_circuits import EMOTIONS
-from emotion_circuits.directions.vectors import (
+from emotion_circuits.directions.geometry import (
     cosine_table,
     emotion_vectors,
     fix_signs,
     massive_dimensions,
     principal_subspace,
-    probe_suite,
-    vector_norms,
 )
+from emotion_circuits.directions.vectors import probe_suite, vector_norms
+from emotion_circuits.model.site import Site
 
 
 def planted(n_per: int = 60, d: int = 20, sep: float = 3.0, seed: int = 0):
@@ -88,7 +88,7 @@ def test_width_free_geometry_is_invariant_to_an_isometry_into_another_width():
     from emotion_circuits.directions.vectors import geometry_comparison
 
     rng = np.random.default_rng(0)
-    va = {f"blocks.{m}.hook_resid_post.emotion_vectors": rng.standard_normal((3, 8)) for m in range(2)}
+    va = {Site(m, "resid_post").key("emotion_vectors"): rng.standard_normal((3, 8)) for m in range(2)}
     q = ortho_group.rvs(12, random_state=1)[:8]  # an isometry R^8 -> R^12
     vb = {k: 2.5 * v @ q for k, v in va.items()}
     same = geometry_comparison(va, vb, [(0, 0), (1, 1)])

@@ -9,74 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from emotion_circuits import EMOTIONS, REFERENCE
-
-
-def emotion_vectors(x: np.ndarray, labels: np.ndarray, emotions=EMOTIONS, reference: str = REFERENCE) -> np.ndarray:
-    """[n_emotions, d]: mean(emotion) - mean(reference). The seeds' definition, and steering's raw unit."""
-    ref = x[labels == reference].mean(axis=0)
-    return np.stack([x[labels == e].mean(axis=0) - ref for e in emotions])
+from emotion_circuits.directions.geometry import cosine_table, emotion_vectors, layer_pairs, principal_subspace
+from emotion_circuits.directions.methods import METHODS
+from emotion_circuits.model.site import Site
 
 
 def vector_norms(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(L1, L2) norm of each row."""
     return np.abs(vectors).sum(axis=1), np.linalg.norm(vectors, axis=1)
-
-
-def cosine_table(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Cosine similarities between rows; across models only meaningful when the widths match."""
-    if b is not None and a.shape[1] != b.shape[1]:
-        raise ValueError(f"cosines need equal widths, got {a.shape[1]} and {b.shape[1]}")
-    return cosine_similarity(a, b)
-
-
-def fix_signs(components: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    """Deterministic signs for principal axes (SVD signs are arbitrary).
-
-    Each axis is flipped to have a non-negative dot product with `reference` (the emotion-minus-neutral
-    direction); axes orthogonal to it (|dot| tiny) get their largest-magnitude coordinate positive instead.
-    """
-    comps = components.copy()
-    for i, c in enumerate(comps):
-        dot = float(c @ reference) if reference is not None else 0.0
-        scale = float(np.linalg.norm(reference) * np.linalg.norm(c)) if reference is not None else 0.0
-        if scale > 0 and abs(dot) > 1e-8 * scale:
-            sign = np.sign(dot)
-        else:
-            sign = np.sign(c[np.argmax(np.abs(c))]) or 1.0
-        comps[i] = sign * c
-    return comps
-
-
-def principal_subspace(x: np.ndarray, k: int, center: np.ndarray | None,
-                       sign_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k principal axes [k, d] of `x` about `center` (None = uncentred, the seeds' variant) and the
-    fraction of the second moment about `center` each explains.
-
-    center = the emotion's own mean gives ordinary PCA; center = the neutral mean gives the directions along
-    which emotional sentences sit away from neutral ones (our default for subspace alignment).
-    """
-    xc = np.asarray(x - center if center is not None else x, dtype=np.float64)
-    k = min(k, *xc.shape)
-    # Eigen-decomposition of the smaller Gram matrix instead of a full SVD: ~6x faster for the 180 x 576
-    # blocks of the permutation nulls, and only the top-k axes are needed.
-    if xc.shape[0] < xc.shape[1]:
-        evals, evecs = np.linalg.eigh(xc @ xc.T)
-        order = np.argsort(evals)[::-1][:k]
-        s = np.sqrt(np.clip(evals[order], 0.0, None))
-        vt = (xc.T @ evecs[:, order] / np.where(s > 1e-12, s, 1.0)).T
-    else:
-        evals, evecs = np.linalg.eigh(xc.T @ xc)
-        order = np.argsort(evals)[::-1][:k]
-        vt = evecs[:, order].T
-    total = float(np.sum(xc**2))
-    ratio = np.clip(evals[order], 0.0, None) / total if total > 0 else np.zeros(k)
-    return fix_signs(vt, sign_reference), ratio
 
 
 def probe_accuracy(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -103,18 +48,13 @@ def probe_suite(x: np.ndarray, labels: np.ndarray, split: np.ndarray, seed: int)
     return out
 
 
-def massive_dimensions(x: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """Massive-activation dimensions: those holding more than `share` of the total variance *or* of the
-    uncentred second moment (a huge near-constant offset has little variance but dominates uncentred PCA,
-    norms and maps). On SmolLM2 single dimensions (308, 507, 17) hold 30-70% of either at various depths.
-    Returns (dims, per-dimension share = max of the two)."""
-    var, energy = x.var(axis=0), (x.astype(np.float64) ** 2).mean(axis=0)
-    shares = np.maximum(var / max(var.sum(), 1e-30), energy / max(energy.sum(), 1e-30))
-    return np.flatnonzero(shares > share), shares
-
-
-def _layer_of(name: str) -> int:
-    return int(name.split(".")[1])
+def method_tensors(x_fit: np.ndarray, labels_fit: np.ndarray, site: Site) -> dict[str, np.ndarray]:
+    """What every registered direction method needs stored beyond the vectors and PCA axes (e.g. probe weights),
+    fitted on the fit split: a new method's tensors reach the file without touching this stage."""
+    out: dict[str, np.ndarray] = {}
+    for _, method in METHODS.items():
+        out.update(method.stored(x_fit, labels_fit, site))
+    return out
 
 
 def analyse_model(model: str, position: str, acts: dict[str, np.ndarray], labels: np.ndarray, split: np.ndarray,
@@ -127,12 +67,12 @@ def analyse_model(model: str, position: str, acts: dict[str, np.ndarray], labels
     fit = split == "fit"
     tensors: dict[str, np.ndarray] = {}
     norms, cosines, probes, pcas = [], [], [], []
-    for name in sorted(acts, key=lambda n: (_layer_of(n), n)):
-        x = acts[name]
-        layer, hook = _layer_of(name), name.split(".hook_")[1]
-        base = {"model": model, "position": position, "hook": hook, "layer": layer}
+    for site in sorted(Site.parse(name) for name in acts):
+        x = acts[site.name]
+        base = {"model": model, "position": position, "hook": site.hook, "layer": site.layer}
         vecs = emotion_vectors(x[fit], labels[fit])
-        tensors[f"{name}.emotion_vectors"] = vecs.astype(np.float32)
+        tensors[site.key("emotion_vectors")] = vecs.astype(np.float32)
+        tensors.update(method_tensors(x[fit], labels[fit], site))
         l1, l2 = vector_norms(vecs)
         neutral_norm = float(np.linalg.norm(x[fit & (labels == REFERENCE)], axis=1).mean())
         for e, a, b in zip(EMOTIONS, l1, l2):
@@ -147,11 +87,11 @@ def analyse_model(model: str, position: str, acts: dict[str, np.ndarray], labels
             xs = x[fit & rows]
             ref = xs.mean(axis=0) - neutral_mean
             comps, ratio = principal_subspace(xs, n_components, xs.mean(axis=0), ref)
-            tensors[f"{name}.pca.{group}.components"] = comps.astype(np.float32)
-            tensors[f"{name}.pca.{group}.explained_variance_ratio"] = ratio.astype(np.float32)
+            tensors[site.key("pca", group, "components")] = comps.astype(np.float32)
+            tensors[site.key("pca", group, "explained_variance_ratio")] = ratio.astype(np.float32)
             pcas.append({**base, "group": group, "evr_top1": float(ratio[0]), "evr_topk": float(ratio.sum()),
                          "pc1_cos_with_vector": float(abs(comps[0] @ ref) / max(np.linalg.norm(ref), 1e-12))})
-        if hook in probe_hooks:
+        if site.hook in probe_hooks:
             for task, (acc, shuffled) in probe_suite(x, labels, split, seed).items():
                 probes.append({**base, "task": task, "accuracy": acc, "shuffled_accuracy": shuffled})
     return tensors, norms, cosines, probes, pcas
@@ -166,8 +106,6 @@ def summarise(frames: dict, tensors: dict, models) -> dict:
 
     Per-layer numbers are resid_post (resid_pre(L+1) is the same tensor); keys are stable for `dvc metrics diff`.
     """
-    from emotion_circuits.alignment.core import layer_pairs
-
     probes, norms, cosines = frames["probes"], frames["norms"], frames["cosines"]
     out: dict = {}
     for (model, position), group in norms.groupby(["model", "position"], sort=True):
@@ -200,8 +138,7 @@ def summarise(frames: dict, tensors: dict, models) -> dict:
                 ta, tb = tensors.get((a, position)), tensors.get((b, position))
                 if ta is None or tb is None:
                     continue
-                va = {k: v for k, v in ta.items() if k.endswith("hook_resid_post.emotion_vectors")}
-                vb = {k: v for k, v in tb.items() if k.endswith("hook_resid_post.emotion_vectors")}
+                va, vb = resid_post_vectors(ta), resid_post_vectors(tb)
                 width_a, width_b = next(iter(va.values())).shape[1], next(iter(vb.values())).shape[1]
                 key = f"{a}|{b}|{position}"
                 la, lb = len(va), len(vb)
@@ -209,10 +146,19 @@ def summarise(frames: dict, tensors: dict, models) -> dict:
                     cross[key] = geometry_comparison(va, vb, layer_pairs(la, lb, 6))
                     continue
                 cross[key] = {f"L{x:02d}|L{y:02d}": {e: float(cosine_table(
-                    va[f"blocks.{x}.hook_resid_post.emotion_vectors"][[n]],
-                    vb[f"blocks.{y}.hook_resid_post.emotion_vectors"][[n]])[0, 0]) for n, e in enumerate(EMOTIONS)}
+                    va[_post_key(x)][[n]], vb[_post_key(y)][[n]])[0, 0]) for n, e in enumerate(EMOTIONS)}
                     for x, y in layer_pairs(la, lb, 6)}
     return {"models": out, "cross_model_cosine": cross}
+
+
+def _post_key(layer: int) -> str:
+    return Site(layer, "resid_post").key("emotion_vectors")
+
+
+def resid_post_vectors(tensors: dict) -> dict:
+    """The resid_post emotion vectors of one vectors file ({key: [E, d]}): per-layer numbers use resid_post."""
+    return {k: v for k, v in tensors.items()
+            if Site.is_key(k) and Site.split_key(k)[1] == "emotion_vectors" and Site.split_key(k)[0].hook == "resid_post"}
 
 
 def geometry_comparison(va: dict, vb: dict, pairs) -> dict:
@@ -222,8 +168,7 @@ def geometry_comparison(va: dict, vb: dict, pairs) -> dict:
     emotion-centroid geometry)."""
     out: dict = {"method": "each model's emotion x emotion cosine table, compared entry by entry (any widths)"}
     for x, y in pairs:
-        ca = cosine_table(va[f"blocks.{x}.hook_resid_post.emotion_vectors"])
-        cb = cosine_table(vb[f"blocks.{y}.hook_resid_post.emotion_vectors"])
+        ca, cb = cosine_table(va[_post_key(x)]), cosine_table(vb[_post_key(y)])
         iu = np.triu_indices(len(EMOTIONS), 1)
         names = [f"{EMOTIONS[i]}|{EMOTIONS[j]}" for i, j in zip(*iu)]
         out[f"L{x:02d}|L{y:02d}"] = {"a": dict(zip(names, map(float, ca[iu]))), "b": dict(zip(names, map(float, cb[iu]))),
@@ -231,21 +176,18 @@ def geometry_comparison(va: dict, vb: dict, pairs) -> dict:
     return out
 
 
-def write_plots(frames: dict, csv_dir, png_dir) -> None:
-    """CSV series for `dvc plots` (x = layer) and PNG figures: norms, probe accuracy, cosine heatmaps."""
-    from pathlib import Path
-
+def write_plots(frames: dict, live) -> None:
+    """Plot tables for `dvc plots` (x = layer) and PNG figures through the stage's `reporting.live.StageLive`:
+    norms, probe accuracy, cosine heatmaps."""
     from emotion_circuits.reporting import plots
 
-    csv_dir, png_dir = Path(csv_dir), Path(png_dir)
-    # one folder per plot kind with fixed columns, so dvc.yaml can name every series (x = layer)
-    (csv_dir / "norms").mkdir(parents=True, exist_ok=True)
-    (csv_dir / "probes").mkdir(parents=True, exist_ok=True)
+    png_dir = live.figures
     norms = frames["norms"][frames["norms"]["hook"] == "resid_post"].copy()
     norms["series"] = norms["model"] + " / " + norms["position"]
     for (model, position), g in norms.groupby(["model", "position"], sort=True):
         wide = g.pivot(index="layer", columns="emotion", values="l2")[list(EMOTIONS)].reset_index()
-        wide.to_csv(csv_dir / "norms" / f"{model}_{position}.csv", index=False, float_format="%.6g")
+        live.log_table(f"norms/{model}_{position}", wide, "layer", list(EMOTIONS),
+                       y_label="emotion vector L2 norm (resid_post)")
     plots.lines(norms, "layer", "l2", "emotion", png_dir / "norms.png", "emotion vector L2 norm",
                 facet="series")
     probes = frames["probes"].copy()
@@ -256,7 +198,8 @@ def write_plots(frames: dict, csv_dir, png_dir) -> None:
             wide = g.pivot_table(index="layer", columns="task", values="accuracy").reindex(columns=tasks).reset_index()
             wide["shuffled_4way"] = g[g["task"] == "4way"].set_index("layer")["shuffled_accuracy"].reindex(
                 wide["layer"]).to_numpy()
-            wide.to_csv(csv_dir / "probes" / f"{model}_{position}.csv", index=False, float_format="%.6g")
+            live.log_table(f"probes/{model}_{position}", wide, "layer", [*tasks, "shuffled_4way"],
+                           y_label="probe test accuracy (shuffled_4way = label-shuffled null)")
         four = probes[probes["task"] == "4way"].copy()
         four = pd.concat([four.assign(kind="probe"),
                           four.assign(kind="shuffled labels", accuracy=four["shuffled_accuracy"])])

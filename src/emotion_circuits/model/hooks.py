@@ -12,20 +12,20 @@ import torch
 
 from emotion_circuits.model.arch import adapter_for
 from emotion_circuits.model.loading import LoadedModel
+from emotion_circuits.model.site import Site
 
 HookFn = Callable[[torch.Tensor], torch.Tensor | None]  # return a replacement tensor, or None to keep it
 
 
 def hook_name(layer: int, hook: str) -> str:
-    """TransformerLens hook name, used verbatim as tensor key, column and metric name."""
-    return f"blocks.{layer}.hook_{hook}"
+    """TransformerLens hook name, used verbatim as tensor key, column and metric name (`Site(layer, hook).name`)."""
+    return Site(layer, hook).name
 
 
 def parse_hook_name(name: str) -> tuple[int, str]:
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "blocks" or not parts[2].startswith("hook_resid_"):
-        raise ValueError(f"not a residual hook name: {name!r}")
-    return int(parts[1]), parts[2][len("hook_"):]
+    """`blocks.7.hook_resid_pre` -> (7, "resid_pre"), via `Site.parse` (ValueError on anything else)."""
+    site = Site.parse(name)
+    return site.layer, site.hook
 
 
 def layer_list(model) -> torch.nn.ModuleList:
