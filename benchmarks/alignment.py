@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,21 +22,15 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
 from emotion_circuits import EMOTIONS, REFERENCE
-from emotion_circuits.alignment import core as al
-from emotion_circuits.alignment.core import (
-    AlignConfig,
-    LinearMap,
-    canonical_correlations,
-    emotion_differences,
-    mapped_vector_cosines,
-    null_summary,
-    overlap,
-    prepare_features,
-    principal_angles_deg,
-    procrustes_scores,
-    score_map,
-)
-from emotion_circuits.directions.vectors import principal_subspace
+from emotion_circuits.alignment import features, layer_pair, metrics
+from emotion_circuits.alignment.features import prepare_features
+from emotion_circuits.alignment.layer_pair import vector_scores
+from emotion_circuits.alignment.maps import LinearMap, score_map
+from emotion_circuits.alignment.metrics import canonical_correlations, null_summary, overlap, principal_angles_deg
+from emotion_circuits.alignment.nulls.permuted_labels import shuffled_labels
+from emotion_circuits.alignment.variants import VARIANTS, Variant
+from emotion_circuits.params import AlignmentParams
+from emotion_circuits.directions.geometry import principal_subspace
 
 
 # ------------------------------------------------------------------------- the reference (pre-batching code)
@@ -83,8 +78,8 @@ def reference_cka_with_null(x: np.ndarray, y: np.ndarray, n_perm: int, rng: np.r
 
     perms = [rng.permutation(len(x)) for _ in range(n_perm)]
     debiased_null = [debiased_cka_from_grams(kx, ky[np.ix_(p, p)]) for p in perms[:5]]
-    return {"cka": null_summary(lin(None), np.array([lin(p) for p in perms])),
-            "cka_debiased": null_summary(debiased_cka_from_grams(kx, ky), np.array(debiased_null))}
+    return {"cka": null_summary(lin(None), np.array([lin(p) for p in perms]), "greater"),
+            "cka_debiased": null_summary(debiased_cka_from_grams(kx, ky), np.array(debiased_null), "greater")}
 
 
 def emotion_subspaces(z: np.ndarray, labels: np.ndarray, fit: np.ndarray, k: int, center: str) -> dict[str, np.ndarray]:
@@ -104,110 +99,82 @@ def _map_overlaps(m: LinearMap, sub_a: dict, sub_b: dict) -> np.ndarray:
     return np.array([[overlap(mapped[a], sub_b[b]) for b in EMOTIONS] for a in EMOTIONS])
 
 
-def reference_align_layer_pair(xa: np.ndarray, xb: np.ndarray, labels: np.ndarray, split: np.ndarray, cfg: AlignConfig,
-                     xa_random: np.ndarray | None = None) -> dict[str, Any]:
-    """All scores for one layer pair and one variant. Rows of `xa`, `xb` are the same sentences."""
-    rng = np.random.default_rng(cfg.seed)
+def reference_map_scores(za, zb, ra, rb, labels, split, v: Variant, p: AlignmentParams) -> tuple[dict, LinearMap]:
+    """The map (sklearn RidgeCV) and its quality scores; CCA on the reduced axes (Procrustes: the library's)."""
     fit = split == "fit"
-    neutral_fit, neutral_test = fit & (labels == REFERENCE), (split == "test") & (labels == REFERENCE)
+    nf, nt = fit & (labels == REFERENCE), (split == "test") & (labels == REFERENCE)
     emotional = np.isin(labels, EMOTIONS)
+    m = fit_map(za[nf], zb[nf], p.ridge_alphas, v.intercept)
+    m.r2_heldout = score_map(m, za[nt], zb[nt])
+    cca = canonical_correlations(ra[fit], rb[fit])
+    return {"reduce_dim_a": za.shape[1], "reduce_dim_b": zb.shape[1], "ridge_alpha": m.alpha,
+            "map_r2_train": m.r2_train, "map_r2_heldout": m.r2_heldout,
+            "map_r2_emotional": score_map(m, za[emotional], zb[emotional]),
+            "interpolation": bool(m.r2_train > 0.9 and m.r2_heldout <= 0.0),
+            "cca_top5": [float(c) for c in cca[:5]], "cca_mean": float(cca.mean()),
+            **metrics.procrustes_scores(ra, rb, labels, split)}, m
 
-    def embed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        prepared, dropped = prepare_features(x, fit, cfg.features, cfg.massive_share)
-        return prepared, reduce(prepared, fit, cfg.reduce_dim), dropped
 
-    pa, ra, dropped_a = embed(xa)
-    pb, rb, dropped_b = embed(xb)
-    za, zb = (ra, rb) if cfg.reduce else (pa, pb)
-    m = fit_map(za[neutral_fit], zb[neutral_fit], cfg.ridge_alphas, cfg.intercept)
-    m.r2_heldout = score_map(m, za[neutral_test], zb[neutral_test])
-    cca = canonical_correlations(ra[fit], rb[fit])  # CCA and Procrustes always on the reduced axes
-    out: dict[str, Any] = {
-        "reduce_dim_a": za.shape[1], "reduce_dim_b": zb.shape[1], "dropped_dims_a": dropped_a,
-        "dropped_dims_b": dropped_b, "ridge_alpha": m.alpha, "map_r2_train": m.r2_train,
-        "map_r2_heldout": m.r2_heldout, "map_r2_emotional": score_map(m, za[emotional], zb[emotional]),
-        "interpolation": bool(m.r2_train > 0.9 and m.r2_heldout <= 0.0),
-        "cca_top5": [float(c) for c in cca[:5]], "cca_mean": float(cca.mean()),
-        **procrustes_scores(ra, rb, labels, split),
-    }
-    # Gaussian-noise maps (null f) and the random-initialised model A (null d) are k-independent fits.
-    noise_maps = [fit_map(rng.standard_normal(za[neutral_fit].shape), zb[neutral_fit], cfg.ridge_alphas,
-                          cfg.intercept) for _ in range(cfg.n_noise)]
-    if xa_random is not None:
-        pr, rr, _ = embed(xa_random)
-        zr = rr if cfg.reduce else pr
-        random_map = fit_map(zr[neutral_fit], zb[neutral_fit], cfg.ridge_alphas, cfg.intercept)
-        out["random_init_map_r2_heldout"] = score_map(random_map, zr[neutral_test], zb[neutral_test])
-    emo_rows = np.flatnonzero(fit & emotional)
-    same_width = pa.shape[1] == pb.shape[1]
-    ks = [k for k in cfg.ks if k < min(za.shape[1], zb.shape[1])]
-    kmax = max(ks)
-    # Principal axes are nested, so every k of the sweep is a slice of the k_max bases: one SVD per subspace.
-    full_a = emotion_subspaces(za, labels, fit, kmax, cfg.center)
-    full_b = emotion_subspaces(zb, labels, fit, kmax, cfg.center)
-    # (b): emotion labels shuffled among emotional rows, the same shuffles for A and B and for both nulls below
-    shuffled = []
-    for _ in range(cfg.n_perm):
-        permuted = labels.copy()
-        permuted[emo_rows] = rng.permutation(labels[emo_rows])
-        shuffled.append(permuted)
-    perms = [(emotion_subspaces(za, p, fit, kmax, cfg.center), emotion_subspaces(zb, p, fit, kmax, cfg.center))
-             for p in shuffled]
-    nb = zb[neutral_fit]
-    neutral_full, _ = principal_subspace(nb, kmax, nb.mean(axis=0))
-    if same_width:  # coordinates comparable without a map (self pairs, equal-width models)
-        raw_a = emotion_subspaces(pa, labels, fit, kmax, cfg.center)
-        raw_b = emotion_subspaces(pb, labels, fit, kmax, cfg.center)
-    if xa_random is not None:
-        full_r = emotion_subspaces(zr, labels, fit, kmax, cfg.center)
-
-    # Emotion directions through the map. All three share an "emotional vs neutral" component, so the
-    # emotion-specific part (each vector minus the mean of the three) is also scored, against permuted labels.
-    vec_a, vec_b = emotion_differences(za, labels, fit), emotion_differences(zb, labels, fit)
-    cosines = mapped_vector_cosines(m, vec_a, vec_b)
-    out["vector_cosine_after"] = float(np.diag(cosines).mean())
-    out["vector_cosine_mismatched"] = float(cosines[~np.eye(len(EMOTIONS), dtype=bool)].mean())
-
-    def specific(v: np.ndarray) -> np.ndarray:
-        return v - v.mean(axis=0)
-
-    spec_null = [np.diag(mapped_vector_cosines(m, specific(emotion_differences(za, p, fit)),
-                                               specific(emotion_differences(zb, p, fit)))).mean() for p in shuffled]
-    out["specific_vector_cosine_after"] = null_summary(
-        float(np.diag(mapped_vector_cosines(m, specific(vec_a), specific(vec_b))).mean()), np.array(spec_null))
-
-    def top(sub: dict, k: int) -> dict:
+def reference_k_entry(k, m, subs, perms, noise_maps, random, rng, n_random) -> dict[str, Any]:
+    """One k of the sweep, one null draw at a time: subs = (A, B, neutral axes of B, raw A, raw B or None)."""
+    def top(sub: dict) -> dict:
         return {e: b[:k] for e, b in sub.items()}
 
-    per_k = {}
-    for k in ks:
-        sub_a, sub_b = top(full_a, k), top(full_b, k)
-        after = _map_overlaps(m, sub_a, sub_b)
-        diag = np.diag(after)
-        random_null = np.stack([random_subspace_overlaps(sub_b[e], k, cfg.n_random, rng) for e in EMOTIONS])
-        perm_null = [np.diag(_map_overlaps(m, top(pa_, k), top(pb_, k))).mean() for pa_, pb_ in perms]
-        noise_null = [np.diag(_map_overlaps(nm, sub_a, sub_b)).mean() for nm in noise_maps]
-        entry = {
-            "overlap_after": float(diag.mean()),
-            "overlap_after_per_emotion": dict(zip(EMOTIONS, map(float, diag))),
-            "mismatched_emotions": float(after[~np.eye(len(EMOTIONS), dtype=bool)].mean()),
-            "analytic_random": k / zb.shape[1],
-            "vs_random_subspace": null_summary(float(diag.mean()), random_null.mean(axis=0)),
-            "vs_permuted_labels": null_summary(float(diag.mean()), np.array(perm_null)),
-            "vs_noise_map": null_summary(float(diag.mean()), np.array(noise_null)),
-            "neutral_axes_overlap": float(np.mean([overlap(neutral_full[:k], sub_b[e]) for e in EMOTIONS])),
-            "principal_angles_deg_first": float(np.mean([principal_angles_deg(m.directions(sub_a[e]), sub_b[e])[0]
-                                                         for e in EMOTIONS])),
-        }
-        if same_width:
-            entry["overlap_before"] = float(np.mean([overlap(raw_a[e][:k], raw_b[e][:k]) for e in EMOTIONS]))
-            entry["analytic_random_before"] = k / pb.shape[1]
-        if xa_random is not None:
-            entry["random_init_overlap_after"] = float(np.diag(_map_overlaps(random_map, top(full_r, k), sub_b)).mean())
-        per_k[k] = entry
-    out["k"] = per_k
-    return out
+    full_a, full_b, neutral_full, raw_a, raw_b = subs
+    sub_a, sub_b = top(full_a), top(full_b)
+    after = _map_overlaps(m, sub_a, sub_b)
+    diag = np.diag(after)
+    random_null = np.stack([random_subspace_overlaps(sub_b[e], k, n_random, rng) for e in EMOTIONS])
+    perm_null = [np.diag(_map_overlaps(m, top(pa_), top(pb_))).mean() for pa_, pb_ in perms]
+    noise_null = [np.diag(_map_overlaps(nm, sub_a, sub_b)).mean() for nm in noise_maps]
+    entry = {"overlap_after": float(diag.mean()), "mismatched_emotions": float(after[~np.eye(len(EMOTIONS), dtype=bool)].mean()),
+             "vs_random_subspace": null_summary(float(diag.mean()), random_null.mean(axis=0), "greater"),
+             "vs_permuted_labels": null_summary(float(diag.mean()), np.array(perm_null), "greater"),
+             "vs_noise_map": null_summary(float(diag.mean()), np.array(noise_null), "greater"),
+             "neutral_axes_overlap": float(np.mean([overlap(neutral_full[:k], sub_b[e]) for e in EMOTIONS])),
+             "principal_angles_deg_first": float(np.mean([principal_angles_deg(m.directions(sub_a[e]), sub_b[e])[0]
+                                                          for e in EMOTIONS]))}
+    if raw_b is not None:
+        entry["overlap_before"] = float(np.mean([overlap(raw_a[e][:k], raw_b[e][:k]) for e in EMOTIONS]))
+    if random is not None:
+        entry["random_init_overlap_after"] = float(np.diag(_map_overlaps(random[0], top(random[1]), sub_b)).mean())
+    return entry
 
+
+def reference_align_layer_pair(xa: np.ndarray, xb: np.ndarray, labels: np.ndarray, split: np.ndarray,
+                               p: AlignmentParams, variant: str, seed: int, xa_random: np.ndarray | None = None) -> dict[str, Any]:
+    """All scores for one layer pair and one variant, every null its own fit / decomposition (same draw order)."""
+    v, rng, fit = VARIANTS[variant], np.random.default_rng(seed), split == "fit"
+    nf = fit & (labels == REFERENCE)
+
+    def embed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        prepared, dropped = prepare_features(x, fit, v.features, p.massive_share)
+        return prepared, reduce(prepared, fit, p.reduce_dim), dropped
+
+    (pa, ra, drop_a), (pb, rb, drop_b) = embed(xa), embed(xb)
+    za, zb = (ra, rb) if v.reduce else (pa, pb)
+    out, m = reference_map_scores(za, zb, ra, rb, labels, split, v, p)
+    out.update(dropped_dims_a=drop_a, dropped_dims_b=drop_b)
+    noise_maps = [fit_map(rng.standard_normal(za[nf].shape), zb[nf], p.ridge_alphas, v.intercept) for _ in range(p.n_noise)]
+    kmax = max(k for k in p.ks if k < min(za.shape[1], zb.shape[1]))
+    random = None
+    if xa_random is not None:
+        zr = embed(xa_random)[1 if v.reduce else 0]
+        random = (fit_map(zr[nf], zb[nf], p.ridge_alphas, v.intercept), emotion_subspaces(zr, labels, fit, kmax, v.center))
+        out["random_init_map_r2_heldout"] = score_map(random[0], zr[(split == "test") & (labels == REFERENCE)],
+                                                      zb[(split == "test") & (labels == REFERENCE)])
+    shuffled = shuffled_labels(labels, np.flatnonzero(fit & np.isin(labels, EMOTIONS)), p.n_perm, rng)
+    perms = [(emotion_subspaces(za, s, fit, kmax, v.center), emotion_subspaces(zb, s, fit, kmax, v.center)) for s in shuffled]
+    same = pa.shape[1] == pb.shape[1]
+    subs = (emotion_subspaces(za, labels, fit, kmax, v.center), emotion_subspaces(zb, labels, fit, kmax, v.center),
+            principal_subspace(zb[nf], kmax, zb[nf].mean(axis=0))[0],
+            emotion_subspaces(pa, labels, fit, kmax, v.center) if same else None,
+            emotion_subspaces(pb, labels, fit, kmax, v.center) if same else None)
+    # the vector scores were never batched: the library's, on this map
+    out.update(vector_scores(SimpleNamespace(map=m, fit=fit, za=za, zb=zb, labels=labels), shuffled))
+    out["k"] = {k: reference_k_entry(k, m, subs, perms, noise_maps, random, rng, p.n_random)
+                for k in p.ks if k < min(za.shape[1], zb.shape[1])}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ benchmark
@@ -230,27 +197,27 @@ def reference_item(xa, xb, xr, labels, split, params, seed: int = 0) -> list[dic
     """One layer pair of the stage, the old way: every variant re-embeds, every null is its own fit."""
     results, similarity = [], {}
     for variant in params.variants:
-        cfg = al.variant_config(variant, params, seed)
-        if cfg.features not in similarity:
+        mode = VARIANTS[variant].features
+        if mode not in similarity:
             fit = split == "fit"
-            pa, _ = prepare_features(xa, fit, cfg.features, params.massive_share)
-            pb, _ = prepare_features(xb, fit, cfg.features, params.massive_share)
-            similarity[cfg.features] = reference_cka_with_null(pa, pb, params.n_cka_perm, np.random.default_rng(seed))
-        results.append({**similarity[cfg.features], **reference_align_layer_pair(xa, xb, labels, split, cfg, xr)})
+            pa, _ = prepare_features(xa, fit, mode, params.massive_share)
+            pb, _ = prepare_features(xb, fit, mode, params.massive_share)
+            similarity[mode] = reference_cka_with_null(pa, pb, params.n_cka_perm, np.random.default_rng(seed))
+        results.append({**similarity[mode], **reference_align_layer_pair(xa, xb, labels, split, params, variant, seed, xr)})
     return results
 
 
 def batched_item(xa, xb, xr, labels, split, params, seed: int = 0) -> list[dict]:
     """The same layer pair as the stage now runs it (embeddings shared across variants, batched nulls, plus the
     new RSA / emotion-geometry block)."""
-    cache = al.EmbeddingCache(split == "fit", params.massive_share, params.reduce_dim)
+    cache = features.EmbeddingCache(split == "fit", params.massive_share, params.reduce_dim)
     results, similarity = [], {}
     for variant in params.variants:
-        cfg = al.variant_config(variant, params, seed)
-        ea, eb, er = (cache.get((name,), x, cfg.features) for name, x in (("a", xa), ("b", xb), ("r", xr)))
-        if cfg.features not in similarity:
-            similarity[cfg.features] = al.similarity_scores(ea, eb, labels, split, params.n_cka_perm, seed)
-        results.append({**similarity[cfg.features], **al.align_embeddings(ea, eb, labels, split, cfg, er)[0]})
+        mode = VARIANTS[variant].features
+        ea, eb, er = (cache.get((name,), x, mode) for name, x in (("a", xa), ("b", xb), ("r", xr)))
+        if mode not in similarity:
+            similarity[mode] = metrics.similarity_scores(ea, eb, labels, split, params.n_cka_perm, seed)
+        results.append({**similarity[mode], **layer_pair.align_embeddings(ea, eb, labels, split, params, variant, seed, er)[0]})
     return results
 
 
@@ -278,8 +245,6 @@ def max_difference(ref: list[dict], new: list[dict]) -> float:
 
 def main() -> None:
     from threadpoolctl import threadpool_limits
-
-    from emotion_circuits.params import AlignmentParams
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=54, help="layer pairs of the stage (3 models: 54)")
