@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from activations import _timed, block_params, matmul_peak
+from activations import timed, block_params, matmul_peak
 from emotion_circuits.heads import runs as head_runs
 from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
@@ -52,7 +52,7 @@ def naive(lm, batch: H.SentenceBatch, readout: H.Readout) -> np.ndarray:
         finally:
             for handle in handles:
                 handle.remove()
-        return (H._at_end(got["x"], batch.end_pos).float() @ dirs.T).cpu().numpy()
+        return (H.at_end(got["x"], batch.end_pos).float() @ dirs.T).cpu().numpy()
 
     base = final()
     out = np.zeros((a.n_layers, a.n_heads, len(batch), dirs.shape[0]), np.float32)
@@ -83,9 +83,9 @@ def measure(lm, plain, batch: H.SentenceBatch, readout: H.Readout, peak: float) 
     device = str(lm.device)
     H.screen_batch(lm, H.make_batch(lm, ["Warm-up."], [[]]), readout)  # kernels, allocator
     fast: dict = {}
-    t_fast = _timed(lambda: fast.update(H.screen_batch(lm, batch, readout)), device)
+    t_fast = timed(lambda: fast.update(H.screen_batch(lm, batch, readout)), device)
     slow: dict = {}
-    t_slow = _timed(lambda: slow.update(x=naive(plain, batch, readout)), device)
+    t_slow = timed(lambda: slow.update(x=naive(plain, batch, readout)), device)
     screened, flops = screen_work(lm, batch)
     diff = float(np.abs(fast["proj_delta"] - slow["x"]).max())
     return {"fast_s": t_fast, "slow_s": t_slow, "proj_delta": fast["proj_delta"], "diff": diff,
@@ -126,7 +126,7 @@ def main() -> None:
 
     own = np.array([head_runs.EMOTIONS.index(e) for e in df["emotion"]])
     got: dict = {}
-    t_attr = _timed(lambda: got.update(x=H.attribution_batch(lm, batch, readout.directions[own])), args.device)
+    t_attr = timed(lambda: got.update(x=H.attribution_batch(lm, batch, readout.directions[own])), args.device)
     approx = got["x"]
     exact_own = r["proj_delta"][:, :, np.arange(args.n), own]
     rho = float(spearmanr(approx.ravel(), exact_own.ravel()).statistic)

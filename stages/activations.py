@@ -9,9 +9,9 @@ order, so the outs are byte-identical.
 from emotion_circuits.model import extraction as acts
 from emotion_circuits import cli
 from emotion_circuits.store import paths
-from emotion_circuits.runtime.executor import execution_config
-from emotion_circuits.store.io import read_parquet, staged_outputs, write_json
-from emotion_circuits.model.loading import RANDOM_INIT_SUFFIX, LoadSpec
+from emotion_circuits.reporting.live import stage_live
+from emotion_circuits.store.io import read_parquet, staged_outputs
+from emotion_circuits.model.names import RANDOM_INIT_SUFFIX
 
 
 def run(params, args) -> None:
@@ -19,15 +19,13 @@ def run(params, args) -> None:
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     # Random-init copies are the alignment stage's null models (a map must not align them).
     names = [*params.models, *([m + RANDOM_INIT_SUFFIX for m in params.models] if p.random_init_controls else [])]
-    # device/dtype `auto` resolve where each model is loaded: here, or on each Ray actor's machine
-    task = acts.ActivationTask(tuple(p.hooks), tuple(p.positions), p.batch_size, p.prepend_bos,
-                               LoadSpec(p.device, p.dtype, params.seed))
-    with staged_outputs(*paths.STAGES["activations"].targets()) as (out, metrics_path):
-        metrics, timing = acts.extract_models(names, sentences, task, execution_config(params), out, p.shard_rows,
+    with staged_outputs(*paths.STAGES["activations"].targets()) as (out, live_dir), stage_live(live_dir) as live:
+        # device/dtype `auto` resolve where each model is loaded: here, or on each Ray actor's machine
+        metrics, timing = acts.extract_models(names, sentences, p, params.seed, params.execution, out,
                                               progress=not args.no_progress)
         # `timing` (incl. peak RSS, which bounds memory: extraction streams one chunk at a time into shards of
         # `shard_rows` rows) is the only part of any out that differs between identical runs.
-        write_json(metrics_path, {"models": metrics, "timing": timing})
+        live.log_metrics({"models": metrics, "timing": timing})
 
 
 if __name__ == "__main__":

@@ -11,40 +11,41 @@ from emotion_circuits.store import paths
 from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
-from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
+from emotion_circuits.reporting.live import stage_live
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
 
 
 def run(params, args) -> None:
-    hp = params.heads
+    hp, pp, ablation = params.heads, params.head_patching, params.head_screening.ablation
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
     lm = head_runs.head_model(hp, params.seed)
     a = H.arch(lm)
-    if hp.patch_heads:
-        chosen = [head_runs.parse_head(h) for h in hp.patch_heads]
+    if pp.patch_heads:
+        chosen = [head_runs.parse_head(h) for h in pp.patch_heads]
         for m, h in chosen:
             if not (0 <= m < a.n_layers and 0 <= h < a.n_heads):
-                raise ParamsError(f"heads.patch_heads: L{m}H{h} does not exist in {lm.name} "
+                raise ParamsError(f"head_patching.patch_heads: L{m}H{h} does not exist in {lm.name} "
                                             f"({a.n_layers} layers x {a.n_heads} heads)")
         heads = {e: chosen for e in head_runs.EMOTIONS}
     else:
-        heads = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), hp.top_k)
+        heads = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), pp.top_k)
     readout = head_runs.load_readout(paths.VECTORS, lm, load_lexicons(paths.DATASET / "lexicons.json"))
-    with staged_outputs(*paths.STAGES["head_patching"].targets()) as (out, metrics_path):
+    with staged_outputs(*paths.STAGES["head_patching"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
         start = time.perf_counter()
-        means = head_runs.ablation_means(lm, sentences, emo, hp, params.seed)
-        table = head_runs.patch_experiments(lm, heads, emo, neutral, readout, hp, means, params.seed,
+        means = head_runs.ablation_means(lm, sentences, emo, hp, ablation, params.seed)
+        table = head_runs.patch_experiments(lm, heads, emo, neutral, readout, hp, pp, ablation, means, params.seed,
                                             progress=not args.no_progress)
         summary = head_runs.patch_summary(table)
         write_parquet(out / "patching.parquet", table)
         write_parquet(out / "summary.parquet", summary)
         write_parquet(out / "effect_samples.parquet", head_runs.patch_effect_samples(table))
-        info = {"model": lm.name, "ablation": hp.ablation, "patch_modes": list(hp.patch_modes),
-                "n_random_sets": hp.n_random_sets,
+        info = {"model": lm.name, "ablation": ablation, "patch_modes": list(pp.patch_modes),
+                "n_random_sets": pp.n_random_sets,
                 "timing": {"total_seconds": round(time.perf_counter() - start, 1)}}
-        write_json(metrics_path, head_runs.patch_metrics(summary, heads, info))
+        live.log_metrics(head_runs.patch_metrics(summary, heads, info))
 
 
 if __name__ == "__main__":

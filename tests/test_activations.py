@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_circuits.model.extraction import (
-    extract,
-    hook_name,
-    load_activations,
-    run_capture,
-    save_activations,
-    tokenize_row,
-)
+from emotion_circuits.model.extraction import activation_metadata, extract, hook_name, run_capture, tokenize_row
+from emotion_circuits.store.activations import load_activations, save_activations
 from emotion_circuits.store.io import read_tensor_metadata
 
 TEXTS = ["I am so grateful for your help, thanks!", "The bus leaves at nine.",
@@ -52,14 +46,21 @@ def test_encoder_rows_exclude_cls_and_sep(tiny_bert):
     assert row.end_pos == len(row.input_ids) - 2 and row.emotion_positions == [4, 5, 6, 7, 8]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
-def test_batched_extraction_matches_one_by_one(request, fixture):
-    lm = request.getfixturevalue(fixture)
-    batched = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=4, progress=False)
+def assert_batched_extraction_equals_one_by_one(lm, batch_size: int, tol: float):
+    """Every hook and position of a padded batch equals one-sentence batches, within `tol` of the largest value
+    (float32 matmuls of different shapes round differently; real models' massive dims set the scale)."""
+    batched = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=batch_size, progress=False)
     single = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=1, progress=False)
     for pos in POSITIONS:
         for name, values in batched.activations[pos].items():
-            np.testing.assert_allclose(values, single.activations[pos][name], rtol=1e-5, atol=1e-5)
+            ref = single.activations[pos][name]
+            assert np.abs(values - ref).max() <= tol * np.abs(ref).max() + tol, name
+    return batched
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
+def test_batched_extraction_matches_one_by_one(request, fixture):
+    batched = assert_batched_extraction_equals_one_by_one(request.getfixturevalue(fixture), 4, 1e-5)
     assert batched.n_tokens == sum(len(r.input_ids) for r in batched.rows)
 
 
@@ -104,7 +105,7 @@ def test_save_and_load_round_trip(tmp_path, tiny_llama):
     index = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "emotion": ["gratitude"] * len(TEXTS),
                           "split": ["fit"] * len(TEXTS)})
     result = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=2, progress=False)
-    save_activations(tmp_path / "m", result, index, tiny_llama, prepend_bos=True)
+    save_activations(tmp_path / "m", result, index, activation_metadata(tiny_llama, True))
     loaded_index, tensors = load_activations(tmp_path / "m", "emotion_tokens")
     assert sorted(tensors) == sorted(hook_name(L, h) for L in range(3) for h in HOOKS)
     np.testing.assert_array_equal(tensors["blocks.2.hook_resid_post"],
@@ -120,7 +121,7 @@ def test_streamed_shards_equal_in_memory_extraction(tmp_path, tiny_gpt2):
     """The stage's streaming path (a ShardWriter sink, several shards) stores exactly what extract() returns."""
     import pandas as pd
 
-    from emotion_circuits.model.extraction import ShardWriter, activation_metadata, save_index
+    from emotion_circuits.store.activations import ShardWriter, save_index
 
     index = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "emotion": ["anger"] * len(TEXTS),
                           "split": ["test"] * len(TEXTS)})
@@ -142,18 +143,18 @@ def test_many_models_in_chunks_equal_whole_extraction(tmp_path, monkeypatch):
     time and loading each model once; the shards equal one extract() call per model (up to batch rounding)."""
     import pandas as pd
 
-    from emotion_circuits.model import loading as models
-    from emotion_circuits.model.extraction import ActivationTask, extract_models
-    from emotion_circuits.runtime.executor import ExecutionConfig
+    from emotion_circuits.model import extraction as acts
+    from emotion_circuits.model.extraction import extract_models
+    from emotion_circuits.params import ActivationParams, ExecutionParams
 
     loads = []
-    real_load = models.load_model
-    monkeypatch.setattr(models, "load_model", lambda name, *a, **k: loads.append(name) or real_load(name, *a, **k))
+    real_load = acts.load_model
+    monkeypatch.setattr(acts, "load_model", lambda name, *a, **k: loads.append(name) or real_load(name, *a, **k))
     sentences = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS, "emotion_words": WORDS,
                               "emotion": ["anger"] * len(TEXTS), "split": ["fit"] * len(TEXTS)})
-    task = ActivationTask(tuple(HOOKS), tuple(POSITIONS), batch_size=2)
-    metrics, timing = extract_models(["tiny-llama", "tiny-gpt2"], sentences, task, ExecutionConfig("local", 2),
-                                     tmp_path, shard_rows=3, progress=False)
+    p = ActivationParams(hooks=HOOKS, positions=POSITIONS, batch_size=2, shard_rows=3)
+    metrics, timing = extract_models(["tiny-llama", "tiny-gpt2"], sentences, p, 0, ExecutionParams(chunk_size=2),
+                                     tmp_path, progress=False)
     assert loads == ["tiny-llama", "tiny-gpt2"]
     assert list(metrics) == ["tiny-llama", "tiny-gpt2"] and metrics["tiny-gpt2"]["n_rows"] == len(TEXTS)
     assert timing["tiny-llama"]["peak_rss_mb"] > 0 and timing["tiny-llama"]["batch_size"] == 2

@@ -219,13 +219,13 @@ def test_gemma3_scale_windows_and_per_layer_rotary_matter():
     emb = lm.hf_model.model.embed_tokens
     torch.testing.assert_close(emb(torch.tensor([5])), emb.weight[5:6] * cfg.hidden_size ** 0.5)
     batch = H.make_batch(lm, TEXTS, WORDS)
-    hidden, args, kwargs = H._layer_call_inputs(lm, batch)
+    hidden, args, kwargs = H.layer_call_inputs(lm, batch)
     assert cfg.layer_types[:2] == ["sliding_attention", "full_attention"]
     assert not torch.equal(kwargs[0]["attention_mask"], kwargs[1]["attention_mask"])
     assert not torch.equal(kwargs[0]["position_embeddings"][0], kwargs[1]["position_embeddings"][0])
     with torch.inference_mode(), H.controlled(None):
-        right = H._run_layers(lm, hidden, 0, args, kwargs)
-        layer0 = H._run_layers(lm, hidden, 0, [args[0]] * lm.n_layers, [kwargs[0]] * lm.n_layers)
+        right = H.run_layers(lm, hidden, 0, args, kwargs)
+        layer0 = H.run_layers(lm, hidden, 0, [args[0]] * lm.n_layers, [kwargs[0]] * lm.n_layers)
     assert (right - layer0).abs().max() > 1e-3  # reusing layer 0's inputs would be measurably wrong
 
 
@@ -296,11 +296,14 @@ def stage_repo(tmp_path_factory):
     params["dataset"].update(profile="smoke", smoke_per_emotion=8)
     params["alignment"].update(reduce_dim=4, ks=[2], k_report=2, n_random=5, n_perm=2, n_noise=2, n_cka_perm=2,
                                n_layer_pairs=2)
-    params["steering"].update(layers=[1], alphas=[0, 2], n_prompts=2, n_random=1, random_alphas=[2],
-                              random_prompts=1, max_new_tokens=2, layer=1, single_prompts=1, single_random=1)
-    params["heads"].update(n_sentences=1, batch_size=4, top_k=1, n_random_sets=1, n_neurons=2, n_tokens=2,
-                           evaluate_top_n=1, n_generate=1, max_new_tokens=2, attribution=False,
-                           patch_modes=["result"])
+    params["steering_common"].update(max_new_tokens=2)
+    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=2, n_random=1, random_alphas=[2],
+                                    random_prompts=1)
+    params["steering"].update(layer=1, n_prompts=1, n_random=1)
+    params["heads"].update(n_sentences=1, batch_size=4)
+    params["head_screening"].update(evaluate_top_n=1, n_generate=1, max_new_tokens=2, attribution=False)
+    params["head_patching"].update(top_k=1, n_random_sets=1, patch_modes=["result"])
+    params["circuits"].update(n_random_sets=1, n_neurons=2, n_tokens=2)
     (repo / "base.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
@@ -314,7 +317,7 @@ def _run_stages(repo, family: str, stages, monkeypatch) -> None:
 
     params = yaml.safe_load((repo / "base.yaml").read_text())
     params["models"] = [family]
-    params["steering"]["model"] = family
+    params["steering_common"]["model"] = family
     params["heads"]["model"] = family
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(repo)
@@ -338,9 +341,9 @@ def test_the_stages_run_on_every_family(stage_repo, name, monkeypatch):
     _run_stages(stage_repo, name, stages, monkeypatch)
     for stage in stages:
         assert all((stage_repo / t).exists() for t in paths.STAGES[stage].targets()), stage
-    acts = json.loads((stage_repo / "metrics/activations.json").read_text())["models"][name]
+    acts = json.loads((stage_repo / "metrics/activations/metrics.json").read_text())["models"][name]
     assert acts["n_layers"] == load_model(name, use_bridge=False).n_layers
     assert (stage_repo / "results/alignment/maps" / f"{name}__{name}.safetensors").exists()
     if name != "tiny-bert":
-        heads = json.loads((stage_repo / "metrics/heads.json").read_text())
+        heads = json.loads((stage_repo / "metrics/head_screening/metrics.json").read_text())
         assert heads and (stage_repo / "results/circuits").exists()

@@ -14,7 +14,8 @@ from emotion_circuits.heads import engine as H
 from emotion_circuits.errors import ParamsError
 from emotion_circuits.model.hooks import layer_list
 from emotion_circuits.model.loading import load_model
-from emotion_circuits.params import HeadParams
+from emotion_circuits.params import (CircuitParams, ExecutionParams, HeadParams, HeadPatchingParams,
+                                    HeadScreeningParams)
 
 TEXTS = ["I am so grateful for your help today.", "This is outrageous, I am furious!", "Sorry about that, my bad.",
          "Thanks a lot, truly.", "The meeting is at noon on Tuesday."]
@@ -84,7 +85,8 @@ def test_planted_head_ranks_first():
         o_proj.weight[:, head * a.d_head:(head + 1) * a.d_head] = 5.0 * torch.outer(u, z / z.norm())
     df = pd.DataFrame({"id": [f"s{i}" for i in range(len(TEXTS))], "text": TEXTS, "emotion": "gratitude",
                        "emotion_words": WORDS})
-    table = head_runs.screen(lm, df, readout, "zero", batch_size=2, prepend_bos=True, progress=False)
+    table = head_runs.screen(lm, df, readout, HeadParams(model="tiny-llama", batch_size=2), HeadScreeningParams(),
+                             3, progress=False)
     summary = head_runs.screen_summary(table)
     best = head_runs.top_heads(summary, 1)["gratitude"]
     assert best == [(layer, head)]
@@ -99,7 +101,7 @@ def test_ablating_all_heads_equals_the_model_without_attention(llama):
     everything = [[(m, h) for m in range(a.n_layers) for h in range(a.n_heads)]]
     proj, _ = H.run_head_sets(llama, batch, readout, everything, "zero")
     clean = H.clean_run(llama, batch)
-    proj0, _ = H._metrics(llama, clean.final, readout)
+    proj0, _ = H.readout_metrics(llama, clean.final, readout)
     layers = layer_list(llama.hf_model)
     handles = [layer.self_attn.register_forward_hook(lambda mod, args, out: (torch.zeros_like(out[0]), *out[1:]))
                for layer in layers]
@@ -108,7 +110,7 @@ def test_ablating_all_heads_equals_the_model_without_attention(llama):
     finally:
         for h in handles:
             h.remove()
-    expected, _ = H._metrics(llama, no_attn.final, readout)
+    expected, _ = H.readout_metrics(llama, no_attn.final, readout)
     np.testing.assert_allclose(proj[0] + proj0, expected, atol=1e-4)
 
 
@@ -177,14 +179,16 @@ def test_neuron_saliency_predicts_single_neuron_ablation(llama):
 
 
 def test_bad_params_are_one_clear_error():
-    with pytest.raises(ParamsError, match="ablation"):
-        HeadParams(ablation="resample")
-    with pytest.raises(ParamsError, match="patch_modes"):
-        HeadParams(patch_modes=("q_only",))
+    with pytest.raises(ParamsError, match="head_screening.ablation"):
+        HeadScreeningParams(ablation="resample")
+    with pytest.raises(ParamsError, match="head_patching.patch_modes"):
+        HeadPatchingParams(patch_modes=("q_only",))
     with pytest.raises(ParamsError, match="L3H5"):
-        HeadParams(patch_heads=("3.5",))
-    with pytest.raises(ParamsError, match="n_sentences"):
+        HeadPatchingParams(patch_heads=("3.5",))
+    with pytest.raises(ParamsError, match="heads.n_sentences"):
         HeadParams(n_sentences=-1)
+    with pytest.raises(ParamsError, match="circuits.n_neurons"):
+        CircuitParams(n_neurons=0)
     with pytest.raises(ParamsError):
         head_runs.parse_head("head7")
 
@@ -212,40 +216,35 @@ def _screen_frame(n_per_emotion: int = 2) -> pd.DataFrame:
 
 def test_screen_chunks_give_identical_tables(llama):
     """Chunk boundaries inside a sentence batch re-run its clean pass; the numbers must not change at all."""
-    from emotion_circuits.runtime.executor import ExecutionConfig
-
-    df, readout = _screen_frame(), readout_for(llama)
-    whole = head_runs.screen(llama, df, readout, "zero", 3, True, progress=False)
-    chunked = head_runs.screen(llama, df, readout, "zero", 3, True, progress=False,
-                               execution=ExecutionConfig("local", 2))
+    df, readout, hp, sc = _screen_frame(), readout_for(llama), HeadParams(batch_size=3), HeadScreeningParams()
+    whole = head_runs.screen(llama, df, readout, hp, sc, 0, progress=False)
+    chunked = head_runs.screen(llama, df, readout, hp, sc, 0, progress=False,
+                               execution=ExecutionParams(chunk_size=2))
     pd.testing.assert_frame_equal(whole, chunked, check_exact=True)
     assert len(whole) == len(df) * 3 * 4  # sentences x layers x heads
 
 
-def test_screen_worker_loads_its_own_model(llama):
-    """What a Ray actor does: rebuild the worker from the shipped task alone (its own model load); every number
-    equals the in-process screen's."""
-    import pickle  # only to prove the task survives the trip to another process; nothing is written
-
-    from emotion_circuits import EMOTIONS
+def test_screen_worker_loads_its_own_model(llama, monkeypatch):
+    """What a Ray actor does: rebuild the worker from the shipped factory alone (the frozen params sections and
+    the data; its own model load); the table equals the in-process screen's, number for number."""
+    import pickle  # only to prove the factory survives the trip to another process; nothing is written
 
     df, readout = _screen_frame(1), readout_for(llama)
     means = H.mean_head_outputs(llama, [H.make_batch(llama, TEXTS, WORDS)])
-    local = head_runs.screen(llama, df, readout, "mean", 2, True, means=means, progress=False)
-    task = head_runs.ScreenTask("tiny-llama", tuple(df["text"]), tuple(() for _ in range(len(df))),
-                                readout.directions, tuple(tuple(t) for t in readout.token_sets), "mean",
-                                {m: v.numpy() for m, v in means.items()}, 2, True)
-    worker = pickle.loads(pickle.dumps(task)).load()
-    assert worker.lm is not llama
-    batches = head_runs.make_batches(llama, df, 2, True)
-    got = worker([(b, layer) for b in range(len(batches)) for layer in range(3)])
-    table = local.set_index(["unit", "layer", "head"])
-    for b, layer, arrays in got:
-        for r, unit in enumerate(batches[b][1]):
-            own = EMOTIONS.index(df["emotion"][unit])
-            for h in range(4):
-                assert table.loc[(unit, layer, h), "proj_delta"] == arrays["proj_delta"][h, r, own]
-                assert table.loc[(unit, layer, h), "mass_clean"] == arrays["mass_clean"][h, r]
+    hp, sc = HeadParams(model="tiny-llama", batch_size=2), HeadScreeningParams(ablation="mean")
+    local = head_runs.screen(llama, df, readout, hp, sc, 0, means=means, progress=False)
+    workers = []
+
+    def remote(factory, chunks, execution, what, local_factory):
+        workers.append(pickle.loads(pickle.dumps(factory))())
+        for chunk in chunks:
+            yield workers[-1](chunk)
+
+    monkeypatch.setattr(head_runs, "imap_chunks", remote)
+    shipped = head_runs.screen(llama, df, readout, hp, sc, 0, means=means, progress=False,
+                               execution=ExecutionParams(chunk_size=5, executor="ray"))
+    assert len(workers) == 1 and workers[0].lm is not llama and workers[0].ablation == "mean"
+    pd.testing.assert_frame_equal(local, shipped, check_exact=True)
 
 
 def test_bfloat16_screening_tracks_float32():
@@ -323,3 +322,56 @@ def test_seeds_attention_metric_matches_hf_attention_patterns(llama):
             assert row["delta_attn"] == pytest.approx(row["emotion_mean_attn"] - row["neutral_mean_attn"], abs=1e-7)
     assert set(scores["emotion"]) == {"gratitude", "anger", "apology"}
     assert (scores["samples_emotion"][scores["emotion"] == "gratitude"] == 2).all()
+
+
+def _names_read(stage: str) -> tuple[set[str], set[str]]:
+    """(attribute names read anywhere in stage `stage`'s code path: its module and every library file it imports,
+    params sections it takes off `params`: `params.<section>` in the stage module)."""
+    import ast
+
+    from .conftest import ROOT
+    from .test_cli import stage_code_deps
+
+    module = ROOT / "stages" / f"{stage}.py"
+    files = [module]
+    for dep in sorted(stage_code_deps(stage)):
+        path = ROOT / dep
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    attrs = {n.attr for f in files for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Attribute)}
+    sections = {n.attr for n in ast.walk(ast.parse(module.read_text()))
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "params"}
+    return attrs, sections
+
+
+def test_dvc_params_are_what_each_stage_reads():
+    """A knob reruns only the stages that read it: every `params:` key of a stage in dvc.yaml exists in
+    params.yaml's schema and is read on that stage's code path, every section a stage takes off `params` is
+    listed, and reporting / single-stage knobs stay off the expensive stages."""
+    import dataclasses
+
+    import yaml
+
+    from emotion_circuits.params import Params
+
+    from .conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    fields = {f.name: f for f in dataclasses.fields(Params)}
+    for name, stage in stages.items():
+        attrs, sections = _names_read(name)
+        keys = [k for k in stage.get("params", []) if isinstance(k, str)]
+        for key in keys:
+            section, _, knob = key.partition(".")
+            assert section in fields, f"{name}: params key {key!r} is not in params.yaml's schema"
+            assert section in attrs, f"{name}: lists {key!r} but never reads params.{section}"
+            if knob:
+                known = {f.name for f in dataclasses.fields(fields[section].default_factory())}
+                assert knob in known, f"{name}: params key {key!r} is not in params.yaml's schema"
+                assert knob in attrs, f"{name}: lists {key!r} but its code never reads .{knob}"
+        listed = {k.partition(".")[0] for k in keys}
+        missing = sections - listed
+        assert not missing, f"{name}: reads params.{sorted(missing)} but dvc.yaml does not list them"
+    screening = stages["head_screening"]["params"]
+    assert not [k for k in screening if k.split(".")[0] in ("head_patching", "circuits")], screening
+    sweep = stages["steering_sweep"]["params"]
+    assert not [k for k in sweep if k.split(".")[0] in ("steering", "alpha")], sweep

@@ -8,7 +8,7 @@ import torch
 
 from emotion_circuits.model.extraction import extract, tokenize_row
 
-from .test_activations import HOOKS, POSITIONS, TEXTS, WORDS
+from .test_activations import HOOKS, POSITIONS, TEXTS, WORDS, assert_batched_extraction_equals_one_by_one
 
 pytestmark = pytest.mark.real
 
@@ -27,13 +27,7 @@ def test_smollm2_emotion_words_map_to_their_tokens(smollm2):
 
 @pytest.mark.parametrize("model", ["smollm2", "gemma3"])
 def test_batched_extraction_equals_unbatched(model, request):
-    lm = request.getfixturevalue(model)
-    batched = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=5, progress=False)
-    single = extract(lm, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=1, progress=False)
-    for pos in POSITIONS:
-        for name, values in batched.activations[pos].items():
-            ref = single.activations[pos][name]
-            assert np.abs(values - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-4, name
+    assert_batched_extraction_equals_one_by_one(request.getfixturevalue(model), 5, 1e-4)
 
 
 def test_cached_and_uncached_greedy_generation_agree(smollm2):

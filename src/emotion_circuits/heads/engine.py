@@ -41,7 +41,9 @@ import torch
 from emotion_circuits.model.extraction import pad_right, tokenize_row
 from emotion_circuits.model.hooks import layer_list
 from emotion_circuits.model.loading import LoadedModel
+from emotion_circuits.params import StatisticsParams
 from emotion_circuits.runtime.resources import run_with_backoff
+from emotion_circuits.stats.intervals import interval
 
 ATTN_IMPL = "emotion_circuits_heads"
 PATCH_MODES = ("result", "v_only", "pattern_v")
@@ -250,7 +252,7 @@ class CleanRun:
     ctl: Controller
 
 
-def _layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Tensor, list[tuple], list[dict]]:
+def layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Tensor, list[tuple], list[dict]]:
     """(embeddings, per-layer extra positional args, per-layer kwargs): what the model passes each block.
 
     Per layer, not layer 0's reused: Gemma 3 (and Qwen 3 / Mistral-style sliding layers) give sliding and global
@@ -282,7 +284,7 @@ def _layer_call_inputs(lm: LoadedModel, batch: SentenceBatch) -> tuple[torch.Ten
     return hidden, extra_args, extra_kwargs
 
 
-def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: list[tuple], kwargs: list[dict],
+def run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: list[tuple], kwargs: list[dict],
                 record: list | None = None) -> torch.Tensor:
     layers = layer_list(lm.hf_model)
     for layer in range(start, lm.n_layers):
@@ -293,7 +295,7 @@ def _run_layers(lm: LoadedModel, hidden: torch.Tensor, start: int, args: list[tu
     return hidden
 
 
-def _at_end(x: torch.Tensor, end_pos: torch.Tensor) -> torch.Tensor:
+def at_end(x: torch.Tensor, end_pos: torch.Tensor) -> torch.Tensor:
     """[R, T, d] -> [R, d]: each row at its sentence end (index tensors on x's device)."""
     return x[torch.arange(x.shape[0], device=x.device), end_pos.to(x.device)]
 
@@ -303,10 +305,10 @@ def clean_run(lm: LoadedModel, batch: SentenceBatch, capture_final: bool = False
     ctl = Controller(end_pos=batch.end_pos, emotion_mask=batch.emotion_mask, capture_z=True,
                      token_mask=batch.mask.float(), capture_final=capture_final)
     with torch.inference_mode(), controlled(ctl):
-        hidden, args, kwargs = _layer_call_inputs(lm, batch)
+        hidden, args, kwargs = layer_call_inputs(lm, batch)
         record: list = []
-        out = _run_layers(lm, hidden, 0, args, kwargs, record)
-    return CleanRun(batch, record, args, kwargs, _at_end(out, batch.end_pos), ctl)
+        out = run_layers(lm, hidden, 0, args, kwargs, record)
+    return CleanRun(batch, record, args, kwargs, at_end(out, batch.end_pos), ctl)
 
 
 def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[int, LayerEdit],
@@ -322,9 +324,9 @@ def run_edited(lm: LoadedModel, clean: CleanRun, n_conditions: int, edits: dict[
                      emotion_mask=clean.batch.emotion_mask.repeat(n_conditions, 1) if record_mass else None)
     with torch.inference_mode(), controlled(ctl):
         hidden = clean.resid_pre[start].repeat(n_conditions, 1, 1)
-        out = _run_layers(lm, hidden, start, _expand(clean.layer_args, b, n_conditions),
+        out = run_layers(lm, hidden, start, _expand(clean.layer_args, b, n_conditions),
                           _expand(clean.layer_kwargs, b, n_conditions))
-    return _at_end(out, ctl.end_pos), ctl.mass
+    return at_end(out, ctl.end_pos), ctl.mass
 
 
 def final_logprobs(lm: LoadedModel, final: torch.Tensor, token_sets: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -353,7 +355,7 @@ class Readout:
     token_sets: list[list[int]]
 
 
-def _metrics(lm: LoadedModel, final: torch.Tensor, readout: Readout) -> tuple[np.ndarray, np.ndarray]:
+def readout_metrics(lm: LoadedModel, final: torch.Tensor, readout: Readout) -> tuple[np.ndarray, np.ndarray]:
     """(projections [R, E], lexicon log-probs [R, E]) as float32 numpy, whatever the model's device and dtype."""
     dirs = torch.as_tensor(readout.directions, dtype=torch.float32, device=final.device)
     proj = (final.float() @ dirs.T).cpu().numpy()
@@ -411,7 +413,7 @@ class CleanScreen:
     @classmethod
     def of(cls, lm: LoadedModel, batch: SentenceBatch, readout: Readout) -> CleanScreen:
         run = clean_run(lm, batch)
-        return cls(run, *_metrics(lm, run.final, readout))
+        return cls(run, *readout_metrics(lm, run.final, readout))
 
     def mass_clean(self, layer: int) -> np.ndarray:
         """[H, B] attention mass of each head's sentence-end query on the emotion words."""
@@ -449,7 +451,7 @@ def screen_layer(lm: LoadedModel, clean: CleanScreen, layer: int, readout: Reado
         if ablation == "mean":
             edit.add = (1.0 - keep)[:, :, None] * means[layer][None]
         final, mass = run_edited(lm, clean.run, n, {layer: edit})
-        proj, logp = _metrics(lm, final, readout)
+        proj, logp = readout_metrics(lm, final, readout)
         out = {"proj_delta": proj.reshape(n, b, e) - clean.proj0[None],
                "logprob_delta": logp.reshape(n, b, e) - clean.logp0[None],
                "mass_downstream_delta": np.zeros((n, b), np.float32)}
@@ -472,10 +474,10 @@ def screen_one_by_one(lm: LoadedModel, batch: SentenceBatch, readout: Readout, l
     edit = LayerEdit(keep=keep, add=(1 - keep)[:, :, None] * means[layer][None] if ablation == "mean" else None)
     ctl = Controller(end_pos=batch.end_pos, edits={layer: edit})
     with torch.inference_mode(), controlled(ctl):
-        hidden, args, kwargs = _layer_call_inputs(lm, batch)
-        out = _run_layers(lm, hidden, 0, args, kwargs)
-    final = _at_end(out, batch.end_pos)
-    return _metrics(lm, final, readout)[0] - _metrics(lm, clean.final, readout)[0]
+        hidden, args, kwargs = layer_call_inputs(lm, batch)
+        out = run_layers(lm, hidden, 0, args, kwargs)
+    final = at_end(out, batch.end_pos)
+    return readout_metrics(lm, final, readout)[0] - readout_metrics(lm, clean.final, readout)[0]
 
 
 def attribution_batch(lm: LoadedModel, batch: SentenceBatch, directions: np.ndarray, ablation: str = "zero",
@@ -487,13 +489,13 @@ def attribution_batch(lm: LoadedModel, batch: SentenceBatch, directions: np.ndar
     ctl = Controller(end_pos=batch.end_pos, keep_graph=True)
     params = [p for p in lm.hf_model.parameters() if p.requires_grad]
     with torch.no_grad():
-        hidden, args, kwargs = _layer_call_inputs(lm, batch)
+        hidden, args, kwargs = layer_call_inputs(lm, batch)
     try:
         for p in params:
             p.requires_grad_(False)
         with torch.enable_grad(), controlled(ctl):
-            out = _run_layers(lm, hidden.detach().requires_grad_(True), 0, args, kwargs)
-            final = _at_end(out, batch.end_pos)
+            out = run_layers(lm, hidden.detach().requires_grad_(True), 0, args, kwargs)
+            final = at_end(out, batch.end_pos)
             (final * torch.as_tensor(directions, dtype=final.dtype, device=final.device)).sum().backward()
     finally:
         for p in params:
@@ -509,8 +511,10 @@ def attribution_batch(lm: LoadedModel, batch: SentenceBatch, directions: np.ndar
     return np.stack(result)
 
 
-def summarise_screen(table: pd.DataFrame, metric: str = "proj_delta") -> pd.DataFrame:
-    """Per (emotion, head): mean, std, n, standardized effect (mean/sd), normal 95% CI, and rank by -mean.
+def summarise_screen(table: pd.DataFrame, metric: str = "proj_delta", ci: StatisticsParams | None = None,
+                     seed: int = 0) -> pd.DataFrame:
+    """Per (emotion, head): mean, std, n, standardized effect (mean/sd), the pipeline's bootstrap CI of the mean
+    (`stats.intervals.interval`, params `statistics`; None = its defaults), and rank by -mean.
 
     Ablation that *removes* the emotion lowers the projection, so the most negative mean ranks first.
     """
@@ -518,8 +522,8 @@ def summarise_screen(table: pd.DataFrame, metric: str = "proj_delta") -> pd.Data
     s = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
     s["std"] = s["std"].fillna(0.0)
     s["d"] = np.where(s["std"] > 0, s["mean"] / s["std"].where(s["std"] > 0, 1.0), 0.0)
-    se = s["std"] / np.sqrt(s["n"].clip(lower=1))
-    s["ci_low"], s["ci_high"] = s["mean"] - 1.96 * se, s["mean"] + 1.96 * se
+    bounds = [interval(v.to_numpy(dtype=float), None, ci or StatisticsParams(), seed) for _, v in g]
+    s["ci_low"], s["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
     s["rank"] = s.groupby("emotion")["mean"].rank(method="first").astype(int)
     s.insert(3, "head_label", [head_label(a, b) for a, b in zip(s["layer"], s["head"])])
     s.insert(0, "metric", metric)
@@ -643,12 +647,12 @@ def run_head_sets(lm: LoadedModel, batch: SentenceBatch, readout: Readout, head_
     `clean`: the batch's clean run when the caller already has it (it edits many set lists on one batch)."""
     a = arch(lm)
     clean = clean_run(lm, batch) if clean is None else clean
-    proj0, logp0 = _metrics(lm, clean.final, readout)
+    proj0, logp0 = readout_metrics(lm, clean.final, readout)
 
     def sets(lo: int, hi: int) -> dict[str, np.ndarray]:
         edits = head_set_edits(head_sets[lo:hi], len(batch), a, kind, means, stats, batch.end_pos)
         final, _ = run_edited(lm, clean, hi - lo, edits, record_mass=False)
-        proj, logp = _metrics(lm, final, readout)
+        proj, logp = readout_metrics(lm, final, readout)
         return {"proj": proj.reshape(hi - lo, len(batch), -1) - proj0[None],
                 "logp": logp.reshape(hi - lo, len(batch), -1) - logp0[None]}
 

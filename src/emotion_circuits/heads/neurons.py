@@ -40,7 +40,7 @@ def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) ->
         return hook
 
     with torch.no_grad():
-        hidden, args, kwargs = H._layer_call_inputs(lm, batch)
+        hidden, args, kwargs = H.layer_call_inputs(lm, batch)
     params = [p for p in lm.hf_model.parameters() if p.requires_grad]
     handles = [mlp_out_proj(lm, m).register_forward_pre_hook(grab(m)) for m in range(lm.n_layers)]
     try:
@@ -48,8 +48,8 @@ def saliency(lm: LoadedModel, batch: H.SentenceBatch, directions: np.ndarray) ->
             p.requires_grad_(False)
         with torch.enable_grad(), H.controlled(None):
             hidden = hidden.detach().requires_grad_(True)
-            out = H._run_layers(lm, hidden, 0, args, kwargs)
-            final = H._at_end(out, batch.end_pos)
+            out = H.run_layers(lm, hidden, 0, args, kwargs)
+            final = H.at_end(out, batch.end_pos)
             objective = (final * torch.as_tensor(directions, dtype=final.dtype, device=final.device)).sum()
             objective.backward()
     finally:
@@ -87,7 +87,7 @@ def run_neuron_sets(lm: LoadedModel, batch: H.SentenceBatch, readout: H.Readout,
     clean residual at the set's first layer, chunk sets per forward."""
     width = d_mlp(lm)
     clean = H.clean_run(lm, batch)
-    proj0, logp0 = H._metrics(lm, clean.final, readout)
+    proj0, logp0 = H.readout_metrics(lm, clean.final, readout)
     b = len(batch)
 
     def run(lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -101,7 +101,7 @@ def run_neuron_sets(lm: LoadedModel, batch: H.SentenceBatch, readout: H.Readout,
         masks = {m: v.reshape(len(sets) * b, width) for m, v in masks.items()}
         with neuron_masks(lm, masks):
             final, _ = H.run_edited(lm, clean, len(sets), {}, record_mass=False, start=min(masks))
-        proj, logp = H._metrics(lm, final, readout)
+        proj, logp = H.readout_metrics(lm, final, readout)
         return {"proj": proj.reshape(len(sets), b, -1) - proj0[None],
                 "logp": logp.reshape(len(sets), b, -1) - logp0[None]}
 

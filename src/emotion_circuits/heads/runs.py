@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,20 @@ from tqdm.auto import tqdm
 
 from emotion_circuits import EMOTIONS
 from emotion_circuits.heads import engine as H
-from emotion_circuits.stats import effects as S
+from emotion_circuits.stats import samples as S
+from emotion_circuits.stats.nulls import vs_null
 from emotion_circuits.errors import DataError, ParamsError
-from emotion_circuits.runtime.executor import ExecutionConfig, chunked, imap_chunks
+from emotion_circuits.runtime.executor import chunked, imap_chunks
+from emotion_circuits.store.activations import model_dirname
 from emotion_circuits.store.io import read_tensors
-from emotion_circuits.model.loading import LoadedModel, LoadSpec
+from emotion_circuits.model.loading import LoadedModel, load_model
+from emotion_circuits.model.site import Site
+from emotion_circuits.params import (CircuitParams, ExecutionParams, HeadParams, HeadPatchingParams,
+                                    HeadScreeningParams)
+
+# heads listed per emotion in the screening's metrics (top heads, attribution top-k overlap, seeds' attention):
+# a fixed report size, so that no patching knob (`head_patching.top_k`) reruns the screening
+REPORT_TOP = 5
 
 
 def select_sentences(sentences: pd.DataFrame, split: str, n_per_label: int, seed: int,
@@ -41,20 +50,21 @@ def select_sentences(sentences: pd.DataFrame, split: str, n_per_label: int, seed
     return pd.concat(parts).reset_index(drop=True)
 
 
-def head_model(hp, seed: int) -> LoadedModel:
+def head_model(hp: HeadParams, seed: int) -> LoadedModel:
     """The head stages' model (`heads.model`, `heads.device`, `heads.dtype`): plain HF, because the engine edits
     heads inside its attention function, and causal, because every readout is a next-token position."""
-    lm = LoadSpec(hp.device, hp.dtype, seed).load(hp.model, use_bridge=False)
+    lm = load_model(hp.model, hp.device, hp.dtype, seed, use_bridge=False)
     if not lm.causal:
         raise ParamsError(f"heads.model {hp.model!r} is an encoder; the head stages need a causal model")
     H.prepare(lm)
     return lm
 
 
-def ablation_means(lm: LoadedModel, sentences: pd.DataFrame, emo: pd.DataFrame, hp, seed: int):
-    """With `heads.ablation: mean`, each head's mean output over the screened emotional and neutral sentences
-    (what mean-ablation writes in); None for zero-ablation."""
-    if hp.ablation != "mean":
+def ablation_means(lm: LoadedModel, sentences: pd.DataFrame, emo: pd.DataFrame, hp: HeadParams, ablation: str,
+                   seed: int):
+    """With `head_screening.ablation: mean`, each head's mean output over the screened emotional and neutral
+    sentences (what mean-ablation writes in); None for zero-ablation."""
+    if ablation != "mean":
         return None
     neutral = select_sentences(sentences, hp.split, hp.n_sentences, seed, ["neutral"])
     both = pd.concat([emo, neutral], ignore_index=True)
@@ -63,12 +73,10 @@ def ablation_means(lm: LoadedModel, sentences: pd.DataFrame, emo: pd.DataFrame, 
 
 def load_readout(vectors_dir: Path, lm: LoadedModel, lexicons: dict[str, list[str]]) -> H.Readout:
     """Unit emotion directions of the final residual (last layer resid_post, sentence_end) + lexicon token ids."""
-    from emotion_circuits.model.extraction import model_dirname
-
     path = Path(vectors_dir) / model_dirname(lm.name) / "sentence_end.safetensors"
     if not path.exists():
         raise DataError(f"{path} is missing: run the vectors stage with {lm.name!r} in `models`")
-    key = f"blocks.{lm.n_layers - 1}.hook_resid_post.emotion_vectors"
+    key = Site(lm.n_layers - 1, "resid_post").key("emotion_vectors")
     vecs = read_tensors(path)[key].numpy().astype(np.float32)
     dirs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     return H.Readout(dirs, H.lexicon_token_ids(lm.tokenizer, lexicons, EMOTIONS))
@@ -76,10 +84,8 @@ def load_readout(vectors_dir: Path, lm: LoadedModel, lexicons: dict[str, list[st
 
 def layer_directions(vectors_dir: Path, lm: LoadedModel, hook: str = "resid_post") -> np.ndarray:
     """[n_layers, E, d] unit emotion vectors at every layer (sentence_end)."""
-    from emotion_circuits.model.extraction import model_dirname
-
     tensors = read_tensors(Path(vectors_dir) / model_dirname(lm.name) / "sentence_end.safetensors")
-    out = np.stack([tensors[f"blocks.{m}.hook_{hook}.emotion_vectors"].numpy() for m in range(lm.n_layers)])
+    out = np.stack([tensors[Site(m, hook).key("emotion_vectors")].numpy() for m in range(lm.n_layers)])
     return (out / np.linalg.norm(out, axis=-1, keepdims=True)).astype(np.float32)
 
 
@@ -105,44 +111,26 @@ def parse_head(label: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------- screening
-@dataclass(frozen=True)
-class ScreenTask:
-    """What a worker needs to screen (sentence batch, layer) items: small and picklable, so Ray can ship it."""
-
-    model: str
-    texts: tuple[str, ...]
-    emotion_words: tuple[tuple[str, ...], ...]
-    directions: np.ndarray                   # readout: unit emotion directions [E, d]
-    token_sets: tuple[tuple[int, ...], ...]  # readout: lexicon token ids per emotion
-    ablation: str = "zero"
-    means: dict[int, np.ndarray] | None = None
-    batch_size: int = 8
-    prepend_bos: bool = True
-    loading: LoadSpec = LoadSpec()
-
-    def load(self) -> ScreenWorker:
-        lm = self.loading.load(self.model, use_bridge=False)
-        H.prepare(lm)
-        return ScreenWorker(lm, self)
-
-
 class ScreenWorker:
     """Screens chunks of (batch index, layer) items; one clean run per sentence batch per chunk (items come
-    batch-major), then one resumed forward per layer with all its heads ablated as rows."""
+    batch-major), then one resumed forward per layer with all its heads ablated as rows.
 
-    def __init__(self, lm: LoadedModel, task: ScreenTask, on_item=None):
-        self.lm, self.task, self.on_item = lm, task, on_item
-        frame = pd.DataFrame({"text": list(task.texts), "emotion_words": [list(w) for w in task.emotion_words]})
-        self.batches = [b for b, _ in make_batches(lm, frame, task.batch_size, task.prepend_bos)]
-        self.readout = H.Readout(task.directions, [list(t) for t in task.token_sets])
-        self.means = None if task.means is None else {m: torch.as_tensor(v) for m, v in task.means.items()}
+    `frame` (text, emotion_words), the readout and the ablation means are the data; `hp` and `screening` are the
+    frozen params sections, which is all the configuration a worker, a Ray actor included, receives."""
+
+    def __init__(self, lm: LoadedModel, hp: HeadParams, screening: HeadScreeningParams, frame: pd.DataFrame,
+                 readout: H.Readout, means: dict[int, np.ndarray] | None = None, on_item=None):
+        self.lm, self.ablation, self.on_item = lm, screening.ablation, on_item
+        self.batches = [b for b, _ in make_batches(lm, frame, hp.batch_size, hp.prepend_bos)]
+        self.readout = readout
+        self.means = None if means is None else {m: torch.as_tensor(v) for m, v in means.items()}
 
     def __call__(self, items: list[tuple[int, int]]) -> list[tuple[int, int, dict[str, np.ndarray]]]:
         out, current, clean = [], None, None
         for b, layer in items:
             if b != current:
                 current, clean = b, H.CleanScreen.of(self.lm, self.batches[b], self.readout)
-            arrays = H.screen_layer(self.lm, clean, layer, self.readout, self.task.ablation, self.means)
+            arrays = H.screen_layer(self.lm, clean, layer, self.readout, self.ablation, self.means)
             arrays["mass_clean"] = clean.mass_clean(layer)
             out.append((b, layer, arrays))
             if self.on_item is not None:
@@ -150,33 +138,45 @@ class ScreenWorker:
         return out
 
 
-def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str, batch_size: int,
-           prepend_bos: bool, means=None, progress: bool = True, execution: ExecutionConfig = ExecutionConfig(),
-           loading: LoadSpec = LoadSpec()) -> pd.DataFrame:
+def load_screen_worker(hp: HeadParams, screening: HeadScreeningParams, seed: int, frame: pd.DataFrame,
+                       readout: H.Readout, means: dict[int, np.ndarray] | None) -> ScreenWorker:
+    """A worker with its own model (`heads.model` on `heads.device`: `auto` resolves on the actor's machine)."""
+    return ScreenWorker(head_model(hp, seed), hp, screening, frame, readout, means)
+
+
+def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, hp: HeadParams, screening: HeadScreeningParams,
+           seed: int, means=None, progress: bool = True,
+           execution: ExecutionParams = ExecutionParams()) -> pd.DataFrame:
     """Per (head, sentence): own-emotion proj/logprob deltas, deltas on every direction, attention mass.
 
     The (sentence batch, layer) items are cut into `execution.chunk_size` chunks and screened here or on Ray
     actors (`execution.executor`); each item's numbers do not depend on where it ran, so neither do the outs.
     """
-    a = H.arch(lm)
-    batches = make_batches(lm, df, batch_size, prepend_bos)
-    task = ScreenTask(lm.name, tuple(df["text"]), tuple(tuple(str(w) for w in ws) for ws in df["emotion_words"]),
-                      readout.directions, tuple(tuple(t) for t in readout.token_sets), ablation,
-                      None if means is None else {m: v.numpy() for m, v in means.items()}, batch_size, prepend_bos,
-                      loading)
-    items = [(b, layer) for b in range(len(batches)) for layer in range(a.n_layers)]
+    batches = make_batches(lm, df, hp.batch_size, hp.prepend_bos)
+    frame = pd.DataFrame({"text": list(df["text"]),
+                          "emotion_words": [[str(w) for w in ws] for ws in df["emotion_words"]]})
+    readout = H.Readout(np.asarray(readout.directions), [list(t) for t in readout.token_sets])
+    means_np = None if means is None else {m: v.numpy() for m, v in means.items()}
+    items = [(b, layer) for b in range(len(batches)) for layer in range(H.arch(lm).n_layers)]
     bar = tqdm(total=len(items), desc=f"head screening {lm.name}", unit="layer", disable=not progress,
                mininterval=1.0)
     local = execution.executor == "local"
     results = {}
-    for part in imap_chunks(task.load, chunked(items, execution.chunk_size), execution,
-                            what=f"head screening {lm.name}",
-                            local_factory=lambda: ScreenWorker(lm, task, on_item=bar.update)):
+    for part in imap_chunks(partial(load_screen_worker, hp, screening, seed, frame, readout, means_np),
+                            chunked(items, execution.chunk_size), execution, what=f"head screening {lm.name}",
+                            local_factory=lambda: ScreenWorker(lm, hp, screening, frame, readout, means_np,
+                                                               on_item=bar.update)):
         for b, layer, arrays in part:
             results[(b, layer)] = arrays
         if not local:
             bar.update(len(part))
     bar.close()
+    return _screen_table(lm, df, batches, results)
+
+
+def _screen_table(lm: LoadedModel, df: pd.DataFrame, batches, results: dict) -> pd.DataFrame:
+    """The per-(head, sentence) rows of the screened (batch, layer) arrays, in a fixed order."""
+    a = H.arch(lm)
     frames = []
     emo_index = np.array([EMOTIONS.index(e) for e in df["emotion"]])
     for b, (batch, idx) in enumerate(batches):
@@ -205,12 +205,12 @@ def screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str,
     return table.sort_values(["emotion", "layer", "head", "unit"]).reset_index(drop=True)
 
 
-def screen_summary(table: pd.DataFrame) -> pd.DataFrame:
+def screen_summary(table: pd.DataFrame, ci=None, seed: int = 0) -> pd.DataFrame:
     """Per (metric, emotion, head): mean, std, n, d, CI, rank; plus the head's mean attention-mass figures."""
     mass = table.groupby(["emotion", "layer", "head"], sort=True)[["mass_clean", "mass_downstream_delta"]].mean()
     parts = []
     for metric in ("proj_delta", "proj_delta_specific", "logprob_delta"):
-        s = H.summarise_screen(table, metric)
+        s = H.summarise_screen(table, metric, ci, seed)
         parts.append(s.merge(mass.reset_index(), on=["emotion", "layer", "head"]))
     return pd.concat(parts, ignore_index=True)
 
@@ -275,7 +275,7 @@ def evaluate_heads(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], df:
                    n_generate: int, max_new_tokens: int, prepend_bos: bool) -> pd.DataFrame:
     """Metric (c): greedy continuations of emotional sentences with each head zero-ablated vs clean; the change of
     the emotion's own evaluator scores (lex_<emotion>, p_<emotion> where the embedding evaluator runs)."""
-    from emotion_circuits.evaluation.evaluators import score_all
+    from emotion_circuits.evaluation.text import score_all
     from emotion_circuits.steering.engine import Condition, decode, generate
 
     a = H.arch(lm)
@@ -344,8 +344,9 @@ def screen_metrics(summary: pd.DataFrame, k: int, evaluation: pd.DataFrame, info
                        "direction (the head carries the emotion); CI: normal 95% over sentences"}
 
 
-def heatmaps(summary: pd.DataFrame, n_layers: int, n_heads: int, plots_dir: Path) -> pd.DataFrame:
-    """Layer x head heatmap PNG of the mean projection delta per emotion, and the CSV DVC renders."""
+def heatmaps(summary: pd.DataFrame, n_layers: int, n_heads: int, live) -> pd.DataFrame:
+    """Layer x head heatmap PNG of the mean projection delta per emotion (a `reporting.live.StageLive` image), and
+    its table."""
     from emotion_circuits.reporting.plots import heatmap
 
     s = summary[summary["metric"] == "proj_delta"]
@@ -354,28 +355,28 @@ def heatmaps(summary: pd.DataFrame, n_layers: int, n_heads: int, plots_dir: Path
         mat = np.zeros((n_layers, n_heads))
         mat[g["layer"].to_numpy(), g["head"].to_numpy()] = g["mean"].to_numpy()
         heatmap(mat, [str(m) for m in range(n_layers)], [str(h) for h in range(n_heads)],
-                Path(plots_dir) / f"heatmap_{emotion}.png",
+                live.figures / f"heatmap_{emotion}.png",
                 f"{emotion}: mean change of emotion projection when the head is ablated", "head", "layer")
     return s[["emotion", "layer", "head", "mean"]].rename(columns={"mean": "proj_delta"})
 
 
 # ----------------------------------------------------------------------------------------------------- patching
 def patch_experiments(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], emo_df: pd.DataFrame,
-                      neutral_df: pd.DataFrame, readout: H.Readout, hp, means, seed: int,
-                      progress: bool = True) -> pd.DataFrame:
+                      neutral_df: pd.DataFrame, readout: H.Readout, hp: HeadParams, patching: HeadPatchingParams,
+                      ablation: str, means, seed: int, progress: bool = True) -> pd.DataFrame:
     """Per emotion: ablation (singly, jointly) and patching (each mode, both directions) of its top heads, next to
     random-head controls of the same size. Returns per-unit rows (kind, set, group, unit, proj/logprob delta)."""
     a = H.arch(lm)
     e_idx = {e: i for i, e in enumerate(EMOTIONS)}
     neutral_batches = make_batches(lm, neutral_df, hp.batch_size, hp.prepend_bos)
-    neutral_stats = H.source_stats(lm, [b for b, _ in neutral_batches]) if hp.patch_modes else None
+    neutral_stats = H.source_stats(lm, [b for b, _ in neutral_batches]) if patching.patch_modes else None
     frames = []
-    jobs = sum(1 + 2 * len(hp.patch_modes) for _ in heads)
+    jobs = sum(1 + 2 * len(patching.patch_modes) for _ in heads)
     bar = tqdm(total=jobs, desc=f"head patching {lm.name}", unit="job", disable=not progress)
     for emotion, hs in heads.items():
         k = len(hs)
-        rnd_single = H.random_unit_sets((a.n_layers, a.n_heads), 1, hp.n_random_sets, seed + 17 * e_idx[emotion], hs)
-        rnd_joint = H.random_unit_sets((a.n_layers, a.n_heads), k, hp.n_random_sets, seed + 17 * e_idx[emotion] + 1,
+        rnd_single = H.random_unit_sets((a.n_layers, a.n_heads), 1, patching.n_random_sets, seed + 17 * e_idx[emotion], hs)
+        rnd_joint = H.random_unit_sets((a.n_layers, a.n_heads), k, patching.n_random_sets, seed + 17 * e_idx[emotion] + 1,
                                        hs)
         sets = [[h] for h in hs] + [list(hs)] + rnd_single + rnd_joint
         names = ([H.head_label(*h) for h in hs] + [f"top{k}"] + [f"random1_{i}" for i in range(len(rnd_single))]
@@ -384,10 +385,10 @@ def patch_experiments(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], 
         sizes = [1] * k + [k] + [1] * len(rnd_single) + [k] * len(rnd_joint)
         sub = emo_df[emo_df["emotion"] == emotion].reset_index(drop=True)
         emo_batches = make_batches(lm, sub, hp.batch_size, hp.prepend_bos)
-        jobs_e = [(hp.ablation, hp.ablation, emo_batches, None)]  # ablation on the emotion's own sentences
-        if hp.patch_modes:
+        jobs_e = [(ablation, ablation, emo_batches, None)]  # ablation on the emotion's own sentences
+        if patching.patch_modes:
             emo_stats = H.source_stats(lm, [b for b, _ in emo_batches])
-            for mode in hp.patch_modes:
+            for mode in patching.patch_modes:
                 jobs_e.append((mode, f"{mode}:emotion->neutral", neutral_batches, emo_stats))
                 jobs_e.append((mode, f"{mode}:neutral->emotion", emo_batches, neutral_stats))
         # jobs grouped by the sentences they edit: each batch's clean pass runs once for all of its jobs
@@ -420,8 +421,8 @@ def patch_summary(table: pd.DataFrame) -> pd.DataFrame:
             row = {"emotion": emotion, "intervention": inter, "set": name, "size": size, "n": len(e)}
             for metric in ("proj_delta", "logprob_delta"):
                 value = float(e[metric].mean())
-                v = S.vs_null(value, null.groupby("set")[metric].mean().to_numpy())
-                row.update({metric: value, f"{metric}_null_mean": v["mean"], f"{metric}_null_q05": v["q05"],
+                v = vs_null(value, null.groupby("set")[metric].mean().to_numpy(), "two-sided")
+                row.update({metric: value, f"{metric}_null_mean": v["null_mean"], f"{metric}_null_q05": v["q05"],
                             f"{metric}_null_q95": v["q95"], f"{metric}_z": v["z"], f"{metric}_p": v["p"]})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -456,8 +457,8 @@ def patch_metrics(summary: pd.DataFrame, heads: dict, info: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- neurons and circuits
-def neuron_experiments(lm: LoadedModel, emo_df: pd.DataFrame, readout: H.Readout, hp, seed: int,
-                       progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+def neuron_experiments(lm: LoadedModel, emo_df: pd.DataFrame, readout: H.Readout, hp: HeadParams,
+                       circuit: CircuitParams, seed: int, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Mean saliency [E, n_layers, d_mlp] per emotion, the top-neuron table, and per-unit ablation rows of the
     top n_neurons (jointly) next to n_random_sets random neuron sets of the same size."""
     from emotion_circuits.heads import neurons as N
@@ -471,12 +472,12 @@ def neuron_experiments(lm: LoadedModel, emo_df: pd.DataFrame, readout: H.Readout
     mean_sal = np.stack([sal[e_idx == i].mean(0) for i in range(len(EMOTIONS))])
     top_rows, frames = [], []
     for i, emotion in enumerate(EMOTIONS):
-        top = N.top_neurons(mean_sal[i], hp.n_neurons)
+        top = N.top_neurons(mean_sal[i], circuit.n_neurons)
         for rank, (m, n) in enumerate(sorted(top, key=lambda t: (-mean_sal[i, t[0], t[1]], t))):
             top_rows.append({"emotion": emotion, "rank": rank + 1, "layer": m, "neuron": n,
                              "hook": f"blocks.{m}.mlp.hook_post", "saliency": float(mean_sal[i, m, n])})
-        sets = [top] + H.random_unit_sets((lm.n_layers, width), len(top), hp.n_random_sets, seed + 31 * i, top)
-        names = [f"top{len(top)}"] + [f"random{len(top)}_{j}" for j in range(hp.n_random_sets)]
+        sets = [top] + H.random_unit_sets((lm.n_layers, width), len(top), circuit.n_random_sets, seed + 31 * i, top)
+        names = [f"top{len(top)}"] + [f"random{len(top)}_{j}" for j in range(circuit.n_random_sets)]
         sub = emo_df[emo_df["emotion"] == emotion].reset_index(drop=True)
         for batch, idx in make_batches(lm, sub, hp.batch_size, hp.prepend_bos):
             proj, logp = N.run_neuron_sets(lm, batch, readout, sets)
@@ -506,7 +507,7 @@ def sentence_end_means(lm: LoadedModel, emo_df: pd.DataFrame, batch_size: int, p
     for batch, idx in make_batches(lm, emo_df, batch_size, prepend_bos):
         run = H.clean_run(lm, batch)
         for m in range(lm.n_layers):
-            x = H._at_end(run.resid_pre[m], batch.end_pos).float().cpu().numpy()
+            x = H.at_end(run.resid_pre[m], batch.end_pos).float().cpu().numpy()
             for r, i in enumerate(idx):
                 key = (emotions[i], m)
                 sums[key] = sums.get(key, 0) + x[r].astype(np.float64)
@@ -519,8 +520,8 @@ def circuit_metrics(top_neurons: pd.DataFrame, neuron_table: pd.DataFrame, ov: p
     neurons = {}
     for emotion, g in neuron_table.groupby("emotion", sort=True):
         eff = float(g[g["group"] == "effect"]["proj_delta"].mean())
-        v = S.vs_null(eff, g[g["group"] == "null"].groupby("set")["proj_delta"].mean().to_numpy())
-        neurons[emotion] = {"top_proj_delta": eff, "random_mean": v["mean"], "random_q05": v["q05"],
+        v = vs_null(eff, g[g["group"] == "null"].groupby("set")["proj_delta"].mean().to_numpy(), "two-sided")
+        neurons[emotion] = {"top_proj_delta": eff, "random_mean": v["null_mean"], "random_q05": v["q05"],
                             "random_q95": v["q95"], "beats_random": bool(eff < v["q05"]),
                             "top_neurons": [f"L{r.layer}N{r.neuron}" for r in
                                             top_neurons[top_neurons["emotion"] == emotion].head(5).itertuples()]}
@@ -540,7 +541,7 @@ def circuit_metrics(top_neurons: pd.DataFrame, neuron_table: pd.DataFrame, ov: p
 
 
 def attribution_screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ablation: str, batch_size: int,
-                       prepend_bos: bool, means=None, progress: bool = True) -> pd.DataFrame:
+                       prepend_bos: bool, means=None, progress: bool = True, ci=None, seed: int = 0) -> pd.DataFrame:
     """First-order screen of every head on many sentences: per (emotion, head) mean, std, n, d, rank."""
     a = H.arch(lm)
     e_idx = np.array([EMOTIONS.index(e) for e in df["emotion"]])
@@ -551,7 +552,7 @@ def attribution_screen(lm: LoadedModel, df: pd.DataFrame, readout: H.Readout, ab
     m, h, u = np.meshgrid(np.arange(a.n_layers), np.arange(a.n_heads), np.arange(len(df)), indexing="ij")
     table = pd.DataFrame({"emotion": df["emotion"].to_numpy()[u.ravel()], "layer": m.ravel(), "head": h.ravel(),
                           "attribution": est.ravel()})
-    return H.summarise_screen(table, "attribution")
+    return H.summarise_screen(table, "attribution", ci, seed)
 
 
 def attribution_agreement(exact: pd.DataFrame, attribution: pd.DataFrame, k: int) -> dict:

@@ -19,8 +19,11 @@ from tqdm.auto import tqdm
 
 from emotion_circuits.data import find_word_spans
 from emotion_circuits.model.hooks import hook_name, residual_hooks
-from emotion_circuits.model.loading import LoadedModel, LoadSpec
+from emotion_circuits.model.loading import LoadedModel, load_model
+from emotion_circuits.model.site import Site
+from emotion_circuits.params import ActivationParams, ExecutionParams
 from emotion_circuits.runtime.resources import peak_rss_mb, run_with_backoff
+from emotion_circuits.store.activations import ShardWriter, model_dirname, save_index
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,7 +95,7 @@ def run_capture(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.
                 names: Sequence[str], reducers: dict[str, Reducer]) -> dict[str, dict[str, torch.Tensor]]:
     """Run one forward and return {hook_name: {position: [batch, d_model]}} for the requested hooks only."""
     out: dict[str, dict[str, torch.Tensor]] = {}
-    last = max(names, key=lambda n: (int(n.split(".")[1]), n.endswith("resid_post")))
+    last = max(names, key=lambda n: (Site.parse(n).layer, n.endswith("resid_post")))
 
     def recorder(name: str):
         def record(x: torch.Tensor) -> None:
@@ -168,107 +171,9 @@ def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Seque
     return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds, batch_size=used)
 
 
-class ShardWriter:
-    """Streams batches to `<out>/<position>/shard-NNNNN.safetensors`, one file per `shard_rows` rows.
-
-    Each shard holds every hook's [rows, d_model] block plus `row_index` (the rows' positions in the dataset),
-    so shards can be written in the length-sorted order batches are computed in.
-    """
-
-    def __init__(self, out_dir, positions: Sequence[str], metadata: dict, shard_rows: int = 256):
-        from pathlib import Path
-
-        self.out_dir, self.positions, self.metadata = Path(out_dir), list(positions), dict(metadata)
-        self.shard_rows = shard_rows
-        self.buffer: dict[str, list[dict[str, torch.Tensor]]] = {p: [] for p in self.positions}
-        self.rows: list[list[int]] = []
-        self.n_shards = 0
-
-    def add(self, idx: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
-        for pos in self.positions:
-            self.buffer[pos].append({name: by_pos[pos] for name, by_pos in captured.items()})
-        self.rows.append(list(idx))
-        if sum(len(r) for r in self.rows) >= self.shard_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        from emotion_circuits.store.io import write_tensors
-
-        if not self.rows:
-            return
-        row_index = torch.tensor([i for r in self.rows for i in r], dtype=torch.int64)
-        for pos in self.positions:
-            parts = self.buffer[pos]
-            tensors = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-            tensors["row_index"] = row_index
-            write_tensors(self.out_dir / pos / f"shard-{self.n_shards:05d}.safetensors", tensors,
-                          {**self.metadata, "position": pos, "shard": self.n_shards})
-            self.buffer[pos] = []
-        self.rows = []
-        self.n_shards += 1
-
-    def close(self) -> None:
-        self.flush()
-
-
-def model_dirname(name: str) -> str:
-    """Directory name for a model's activations (HF ids contain '/')."""
-    return name.replace("/", "__")
-
-
 def activation_metadata(lm: LoadedModel, prepend_bos: bool) -> dict:
     return {"model": lm.name, "backend": lm.backend, "n_layers": lm.n_layers, "d_model": lm.d_model,
             "prepend_bos": prepend_bos, "dtype": "float32"}
-
-
-def save_index(out_dir, rows: Sequence[TokenizedRow], index) -> None:
-    """The row index beside the shards: dataset ids, labels, split and where each row was read."""
-    from pathlib import Path
-
-    from emotion_circuits.store.io import write_parquet
-
-    index = index[["id", "emotion", "split"]].copy()
-    index["n_tokens"] = [len(r.input_ids) for r in rows]
-    index["sentence_end_pos"] = [r.end_pos for r in rows]
-    index["emotion_token_positions"] = [list(r.emotion_positions) for r in rows]
-    index["emotion_token_fallback"] = [r.fallback for r in rows]
-    write_parquet(Path(out_dir) / "index.parquet", index)
-
-
-def save_activations(out_dir, result: ExtractionResult, index, lm: LoadedModel, prepend_bos: bool,
-                     shard_rows: int = 256) -> None:
-    """Write an in-memory extraction in the same sharded layout the streaming stage writes."""
-    writer = ShardWriter(out_dir, list(result.activations), activation_metadata(lm, prepend_bos), shard_rows)
-    n_rows = len(result.rows)
-    for lo in range(0, n_rows, shard_rows):
-        idx = list(range(lo, min(lo + shard_rows, n_rows)))
-        writer.add(idx, {name: {pos: torch.from_numpy(result.activations[pos][name][idx])
-                                for pos in result.activations}
-                         for name in next(iter(result.activations.values()))})
-    writer.close()
-    save_index(out_dir, result.rows, index)
-
-
-def load_activations(model_dir, position: str):
-    """(row index frame, {hook_name: [n_rows, d_model] float32 array}) for one model and position mode."""
-    from pathlib import Path
-
-    from emotion_circuits.store.io import read_parquet, read_tensors
-
-    model_dir = Path(model_dir)
-    index = read_parquet(model_dir / "index.parquet")
-    shards = sorted((model_dir / position).glob("shard-*.safetensors"))
-    if not shards:
-        raise FileNotFoundError(f"no activation shards in {model_dir / position}")
-    out: dict[str, np.ndarray] = {}
-    for path in shards:
-        tensors = read_tensors(path)
-        rows = tensors.pop("row_index").numpy()
-        for name, values in tensors.items():
-            if name not in out:
-                out[name] = np.zeros((len(index), values.shape[1]), dtype=np.float32)
-            out[name][rows] = values.numpy()
-    return index, out
 
 
 # ------------------------------------------------------------------------------------ many models, any executor
@@ -298,26 +203,14 @@ class ChunkResult:
     device: str  # where the worker ran it (`device: auto` resolves on each Ray actor's own machine)
 
 
-@dataclass(frozen=True)
-class ActivationTask:
-    """Extraction settings shared by every chunk; small and picklable, so Ray can ship it to actors."""
-
-    hooks: tuple[str, ...] = ("resid_pre", "resid_post")
-    positions: tuple[str, ...] = ("sentence_end", "emotion_tokens")
-    batch_size: int = 32
-    prepend_bos: bool = True
-    loading: LoadSpec = LoadSpec()
-
-    def load(self) -> ActivationWorker:
-        return ActivationWorker(self)
-
-
 class ActivationWorker:
     """Extracts chunks of any model; holds one model at a time and loads each model once (chunks come
-    model-major), so a Ray actor or the local process never keeps two models in memory."""
+    model-major), so a Ray actor or the local process never keeps two models in memory. Built from the frozen
+    `activations` params and the seed (random-weight models), which is all Ray ships to an actor; device/dtype
+    `auto` resolve where the worker loads its model."""
 
-    def __init__(self, task: ActivationTask, on_rows: Callable[[int], None] | None = None):
-        self.task, self.on_rows = task, on_rows
+    def __init__(self, p: ActivationParams, seed: int, on_rows: Callable[[int], None] | None = None):
+        self.p, self.seed, self.on_rows = p, seed, on_rows
         self.lm: LoadedModel | None = None
         self.name: str | None = None
 
@@ -329,12 +222,12 @@ class ActivationWorker:
         self.lm = None
         gc.collect()
         start = time.perf_counter()
-        self.lm = self.task.loading.load(name)
+        self.lm = load_model(name, self.p.device, self.p.dtype, self.seed)
         self.name = name
         return self.lm, time.perf_counter() - start
 
     def __call__(self, chunk: ActivationChunk) -> ChunkResult:
-        t = self.task
+        p = self.p
         lm, load_s = self._model(chunk.model)
         batches: list = []
 
@@ -343,9 +236,9 @@ class ActivationWorker:
             if self.on_rows is not None:
                 self.on_rows(len(local))
 
-        result = extract(lm, chunk.texts, chunk.emotion_words, t.hooks, t.positions, t.batch_size, t.prepend_bos,
+        result = extract(lm, chunk.texts, chunk.emotion_words, p.hooks, p.positions, p.batch_size, p.prepend_bos,
                          progress=False, sink=sink)
-        return ChunkResult(lm.name, activation_metadata(lm, t.prepend_bos),
+        return ChunkResult(lm.name, activation_metadata(lm, p.prepend_bos),
                            result.rows, batches, result.n_tokens, load_s, result.seconds, result.batch_size,
                            peak_rss_mb(), str(lm.device))
 
@@ -366,14 +259,14 @@ def activation_chunks(models: Sequence[str], texts: Sequence[str], emotion_words
 class _ModelOutput:
     """One model's shards, row index and metrics, filled chunk by chunk in chunk order."""
 
-    def __init__(self, out_dir, first: ChunkResult, task: ActivationTask, shard_rows: int):
+    def __init__(self, out_dir, first: ChunkResult, p: ActivationParams):
         from pathlib import Path
 
-        self.dir, self.meta, self.task = Path(out_dir) / model_dirname(first.model), first.metadata, task
-        self.writer = ShardWriter(self.dir, task.positions, first.metadata, shard_rows)
+        self.dir, self.meta, self.p = Path(out_dir) / model_dirname(first.model), first.metadata, p
+        self.writer = ShardWriter(self.dir, p.positions, first.metadata, p.shard_rows)
         self.rows: list[TokenizedRow] = []
         self.n_tokens, self.load_s, self.extract_s, self.worker_rss = 0, 0.0, 0.0, 0.0
-        self.batch_size = task.batch_size
+        self.batch_size = p.batch_size
         self.devices: set[str] = set()
 
     def add(self, res: ChunkResult) -> None:
@@ -392,7 +285,7 @@ class _ModelOutput:
         save_index(self.dir, self.rows, sentences)
         m, rows = self.meta, self.rows
         metrics = {"backend": m["backend"], "n_rows": len(rows), "n_layers": m["n_layers"], "d_model": m["d_model"],
-                   "n_tokens": self.n_tokens, "hooks": list(self.task.hooks), "positions": list(self.task.positions),
+                   "n_tokens": self.n_tokens, "hooks": list(self.p.hooks), "positions": list(self.p.positions),
                    "emotion_token_fallback_rows": sum(r.fallback for r in rows)}
         timing = {"load_s": round(self.load_s, 2), "extract_s": round(self.extract_s, 2),
                   "tokens_per_s": round(self.n_tokens / max(self.extract_s, 1e-9), 1),
@@ -401,10 +294,13 @@ class _ModelOutput:
         return metrics, timing
 
 
-def extract_models(models: Sequence[str], sentences, task: ActivationTask, execution, out_dir,
-                   shard_rows: int = 256, progress: bool = True) -> tuple[dict, dict]:
-    """Stream every model's activations into `<out_dir>/<model>/` shards; chunks run locally or on Ray actors
-    (`execution`), results are written in chunk order. Returns (per-model metrics, per-model timing)."""
+def extract_models(models: Sequence[str], sentences, p: ActivationParams, seed: int, execution: ExecutionParams,
+                   out_dir, progress: bool = True) -> tuple[dict, dict]:
+    """Stream every model's activations into `<out_dir>/<model>/` shards (`p.shard_rows` rows each); chunks run
+    locally or on Ray actors (`execution`), results are written in chunk order. Returns (per-model metrics,
+    per-model timing)."""
+    from functools import partial
+
     from emotion_circuits.runtime.executor import imap_chunks
 
     texts, words = sentences["text"].tolist(), sentences["emotion_words"].tolist()
@@ -412,8 +308,8 @@ def extract_models(models: Sequence[str], sentences, task: ActivationTask, execu
     bar = tqdm(total=len(texts) * len(models), desc="activations", unit="row", disable=not progress,
                mininterval=1.0)
     local = execution.executor == "local"
-    results = imap_chunks(task.load, chunks, execution, what="activations",
-                          local_factory=lambda: ActivationWorker(task, on_rows=bar.update))
+    results = imap_chunks(partial(ActivationWorker, p, seed), chunks, execution, what="activations",
+                          local_factory=lambda: ActivationWorker(p, seed, on_rows=bar.update))
     metrics, timing = {}, {}
     current: _ModelOutput | None = None
 
@@ -425,7 +321,7 @@ def extract_models(models: Sequence[str], sentences, task: ActivationTask, execu
         for chunk, res in zip(chunks, results):
             if current is None or current.meta["model"] != res.model:
                 finish()
-                current = _ModelOutput(out_dir, res, task, shard_rows)
+                current = _ModelOutput(out_dir, res, p)
             current.add(res)
             if not local:
                 bar.update(len(chunk.index))

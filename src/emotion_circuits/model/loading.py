@@ -21,6 +21,7 @@ import torch
 
 from emotion_circuits.model.arch import Adapter, adapter_for
 from emotion_circuits.errors import ModelLoadError
+from emotion_circuits.model.names import RANDOM_INIT_SUFFIX
 from emotion_circuits.runtime.resources import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -319,21 +320,6 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
                     name, type(exc).__name__, str(exc).splitlines()[0][:160])
         return None
 
-
-RANDOM_INIT_SUFFIX = "__random-init"
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """How a worker loads a model: device and dtype (`auto` resolves on the machine that loads it, e.g. each Ray
-    actor's) and the seed of random-weight models. Small and picklable, so tasks shipped to Ray carry it."""
-
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 0
-
-    def load(self, name: str, use_bridge: bool = True) -> LoadedModel:
-        return load_model(name, self.device, self.dtype, self.seed, use_bridge)
 
 
 def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0,

@@ -16,32 +16,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
 from emotion_circuits.errors import UserError
+from emotion_circuits.params import ExecutionParams
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class ExecutionConfig:
-    executor: str = "local"
-    chunk_size: int = 512       # work items per chunk: the unit a worker receives, identical under both executors
-    ray_address: str | None = None  # None: RAY_ADDRESS or a local cluster; "auto"; "ray://head:10001"
-    ray_workers: int = 2        # CPU actors when the cluster has no GPUs
-
-
-def execution_config(params) -> ExecutionConfig:
-    """The executor settings of a validated `Params`."""
-    e = params.execution
-    return ExecutionConfig(params.executor, e.chunk_size, e.ray_address, e.ray_workers)
 
 
 def chunked(items: Sequence[T], size: int) -> list[list[T]]:
@@ -64,7 +50,7 @@ class _Actor:
         return self.worker(chunk)
 
 
-def map_chunks(factory: Callable[[], Callable[[list[T]], R]], items: Sequence[T], config: ExecutionConfig,
+def map_chunks(factory: Callable[[], Callable[[list[T]], R]], items: Sequence[T], config: ExecutionParams,
                what: str = "work", local_factory: Callable[[], Callable[[list[T]], R]] | None = None) -> list[R]:
     """Apply a worker (built once per process by `factory`) to each chunk of `items`; results in chunk order.
 
@@ -73,7 +59,7 @@ def map_chunks(factory: Callable[[], Callable[[list[T]], R]], items: Sequence[T]
     return list(imap_chunks(factory, chunked(items, config.chunk_size), config, what, local_factory))
 
 
-def imap_chunks(factory: Callable[[], Callable[[Any], R]], chunks: Sequence[Any], config: ExecutionConfig,
+def imap_chunks(factory: Callable[[], Callable[[Any], R]], chunks: Sequence[Any], config: ExecutionParams,
                 what: str = "work", local_factory: Callable[[], Callable[[Any], R]] | None = None) -> Iterator[R]:
     """Yield the worker's result for each (pre-cut) chunk, in chunk order, as soon as it is ready.
 
@@ -89,7 +75,7 @@ def imap_chunks(factory: Callable[[], Callable[[Any], R]], chunks: Sequence[Any]
     yield from _imap_ray(factory, list(chunks), config, what)
 
 
-def _imap_ray(factory, chunks: list, config: ExecutionConfig, what: str) -> Iterator:
+def _imap_ray(factory, chunks: list, config: ExecutionParams, what: str) -> Iterator:
     import ray
     from ray.util import ActorPool
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from operator import attrgetter
+
 import torch
 
 from emotion_circuits.errors import ModelLoadError
@@ -68,26 +70,32 @@ class Adapter:
         """The decoder stack to call with input_ids for hidden states (embeddings, masks, rotary, layers, norm)."""
         return model.base_model
 
+    # Where a family keeps its modules: dotted attribute paths (layers/final norm on `body(model)`, the rest on a
+    # layer). A family overrides these strings, not the methods; None = the family has no such module.
+    layers_path = "layers"
+    final_norm_path: str | None = "norm"
+    attention_path = "self_attn"  # the module whose forward calls the attention function (owns q/k/v/o)
+    input_norm_path: str | None = "input_layernorm"  # the norm the attention reads the residual through
+    mlp_out_path = "mlp.down_proj"  # MLP output projection; its input is the neuron activation (mlp.hook_post)
+
     def layers(self, model: Any) -> torch.nn.ModuleList:
-        return self.body(model).layers
+        return attrgetter(self.layers_path)(self.body(model))
 
     def final_norm(self, model: Any) -> torch.nn.Module | None:
-        return self.body(model).norm
+        return None if self.final_norm_path is None else attrgetter(self.final_norm_path)(self.body(model))
 
     def unembed(self, model: Any) -> torch.nn.Module | None:
         return model.get_output_embeddings()
 
     def attention(self, layer: torch.nn.Module) -> torch.nn.Module:
-        """The module whose forward calls the attention function (it owns the q/k/v/o projections)."""
-        return layer.self_attn
+        return attrgetter(self.attention_path)(layer)
 
     def input_norm(self, layer: torch.nn.Module) -> torch.nn.Module:
-        """The norm the attention reads the residual through."""
-        return layer.input_layernorm
+        """Post-norm families (None) read the residual as it is."""
+        return torch.nn.Identity() if self.input_norm_path is None else attrgetter(self.input_norm_path)(layer)
 
     def mlp_out(self, layer: torch.nn.Module) -> torch.nn.Module:
-        """The MLP output projection; its input is the neuron activation (`blocks.{L}.mlp.hook_post`)."""
-        return layer.mlp.down_proj
+        return attrgetter(self.mlp_out_path)(layer)
 
     def head_weights(self, model: Any, layer: int) -> dict[str, torch.Tensor]:
         """W_Q/W_K/W_V/W_O (+ biases where present) of one layer, from separate q/k/v/o Linear layers."""

@@ -15,11 +15,8 @@ class BertAdapter(Adapter):
     model_types = ("bert",)
     causal = False
 
-    def layers(self, model: Any) -> torch.nn.ModuleList:
-        return model.base_model.encoder.layer
-
-    def final_norm(self, model: Any) -> None:
-        return None
+    layers_path, final_norm_path = "encoder.layer", None
+    attention_path, input_norm_path, mlp_out_path = "attention.self", None, "output.dense"  # post-norm
 
     def unembed(self, model: Any) -> None:
         return None
@@ -27,14 +24,6 @@ class BertAdapter(Adapter):
     def logits(self, model: Any, final: torch.Tensor) -> torch.Tensor:
         raise ValueError("an encoder has no next-token logits")
 
-    def attention(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.attention.self
-
-    def input_norm(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return torch.nn.Identity()  # post-norm: attention reads the residual as it is
-
-    def mlp_out(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.output.dense
 
     def head_weights(self, model: Any, layer: int) -> dict[str, torch.Tensor]:
         block = self.layers(model)[layer]

@@ -24,20 +24,8 @@ class GPT2Adapter(Adapter):
     def attention_scale(self, config: Any) -> float:
         return self.grouping(config).d_head ** -0.5 if config.scale_attn_weights else 1.0
 
-    def layers(self, model: Any) -> torch.nn.ModuleList:
-        return model.base_model.h
-
-    def final_norm(self, model: Any) -> torch.nn.Module:
-        return model.base_model.ln_f
-
-    def attention(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.attn
-
-    def input_norm(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.ln_1
-
-    def mlp_out(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.mlp.c_proj
+    layers_path, final_norm_path = "h", "ln_f"
+    attention_path, input_norm_path, mlp_out_path = "attn", "ln_1", "mlp.c_proj"
 
     def head_weights(self, model: Any, layer: int) -> dict[str, torch.Tensor]:
         g, d = self.grouping(model.config), self.d_model(model.config)

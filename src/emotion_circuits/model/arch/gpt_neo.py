@@ -29,21 +29,12 @@ class GPTNeoAdapter(Adapter):
     def attention_scale(self, config: Any) -> float:
         return 1.0
 
-    def layers(self, model: Any) -> torch.nn.ModuleList:
-        return model.base_model.h
-
-    def final_norm(self, model: Any) -> torch.nn.Module:
-        return model.base_model.ln_f
+    layers_path, final_norm_path, input_norm_path, mlp_out_path = "h", "ln_f", "ln_1", "mlp.c_proj"
 
     def attention(self, layer: torch.nn.Module) -> torch.nn.Module:
         # A TransformerBridge wraps `attn.attention` in place as `attn` (its AttentionBridge proxies the projections)
         return getattr(layer.attn, "attention", layer.attn)
 
-    def input_norm(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.ln_1
-
-    def mlp_out(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.mlp.c_proj
 
     def head_weights(self, model: Any, layer: int) -> dict[str, torch.Tensor]:
         attn = self.attention(self.layers(model)[layer])

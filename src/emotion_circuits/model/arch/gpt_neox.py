@@ -14,14 +14,7 @@ from emotion_circuits.model.arch.base import Adapter, register
 class GPTNeoXAdapter(Adapter):
     model_types = ("gpt_neox",)
 
-    def final_norm(self, model: Any) -> torch.nn.Module:
-        return model.base_model.final_layer_norm
-
-    def attention(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.attention
-
-    def mlp_out(self, layer: torch.nn.Module) -> torch.nn.Module:
-        return layer.mlp.dense_4h_to_h
+    final_norm_path, attention_path, mlp_out_path = "final_layer_norm", "attention", "mlp.dense_4h_to_h"
 
     def head_weights(self, model: Any, layer: int) -> dict[str, torch.Tensor]:
         g, d = self.grouping(model.config), self.d_model(model.config)
