@@ -16,7 +16,7 @@ import torch
 
 from emotion_circuits.steering.engine import Condition, Window, generate, random_directions
 
-from activations import _timed, block_params, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from activations import timed, block_params, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 PROMPTS = "data/steering_prompts.jsonl"
 
@@ -48,10 +48,10 @@ def run(lm, conds: list[Condition], tokens: int, batch_size: int, naive_n: int, 
     generate(lm, conds[:batch_size], 2)  # warm-up at full batch width (GPU kernels and allocator, CPU caches)
     generate(lm, conds[:1], 2)
     batched: list[list[int]] = []
-    engine_s = _timed(lambda: batched.extend(generate(lm, conds, tokens, batch_size)), device)
+    engine_s = timed(lambda: batched.extend(generate(lm, conds, tokens, batch_size)), device)
     sample = list(range(0, len(conds), max(1, len(conds) // naive_n)))[:naive_n]
     naive: list[list[int]] = []
-    naive_s = _timed(lambda: naive.extend(generate(lm, [conds[i]], tokens, 1)[0] for i in sample), device)
+    naive_s = timed(lambda: naive.extend(generate(lm, [conds[i]], tokens, 1)[0] for i in sample), device)
     naive_s = naive_s / len(sample) * len(conds)
     n_tokens = sum(len(t) for t in batched)
     inside, head = block_params(lm.hf_model)

@@ -7,14 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from emotion_circuits.evaluation.evaluators import LexiconEvaluator, continuation_nll, repetition_rate, score_all
+from emotion_circuits.evaluation.lexicon import LexiconEvaluator
+from emotion_circuits.evaluation.text import continuation_nll, repetition_rate, score_all
 from emotion_circuits.model.hooks import hook_name, residual_hooks
 from emotion_circuits.steering.engine import (
     Condition,
     Window,
-    _generated_coefficients,
-    _prompt_coefficients,
-    _shared_prefix_split,
+    generated_coefficients,
+    prompt_coefficients,
+    shared_prefix_split,
     generate,
     random_directions,
     schedule_weights,
@@ -64,7 +65,7 @@ def test_shared_prompt_prefixes_are_prefilled_once_and_change_nothing(request, f
     conds = [Condition(p, layer, alpha, d, w) for p in PROMPTS for layer in range(min(2, lm.n_layers))
              for alpha in (0.0, -1.5, 2.5) for w in (Window("last", 2), Window("generated"))]
     prompts = [tokenize_prompt(lm, c.prompt) for c in conds]
-    tail = _shared_prefix_split(prompts, [_prompt_coefficients(c, len(p)) for c, p in zip(conds, prompts)])
+    tail = shared_prefix_split(prompts, [prompt_coefficients(c, len(p)) for c, p in zip(conds, prompts)])
     assert tail < max(len(p) for p in prompts)  # the split really shares a prefix here
     batched = generate(lm, conds, max_new_tokens=7, batch_size=64)
     assert batched == generate(lm, conds, max_new_tokens=7, use_cache=False)
@@ -91,13 +92,13 @@ def test_huge_alpha_pushes_next_token_towards_the_direction(tiny_llama):
 
 def test_window_and_schedule_positions_are_the_intended_ones(tiny_llama):
     c = Condition("x", 0, 2.0, np.zeros(1), Window("last", 3), schedule="linear")
-    np.testing.assert_allclose(_prompt_coefficients(c, 5), [0, 0, 2.0, 2.0 * 2 / 3, 2.0 / 3])
+    np.testing.assert_allclose(prompt_coefficients(c, 5), [0, 0, 2.0, 2.0 * 2 / 3, 2.0 / 3])
     c = Condition("x", 0, 1.0, np.zeros(1), Window("positions", positions=(0, 3, 9)))
-    np.testing.assert_allclose(_prompt_coefficients(c, 5), [1, 0, 0, 1, 0])
-    assert not _generated_coefficients(c, 4).any()
+    np.testing.assert_allclose(prompt_coefficients(c, 5), [1, 0, 0, 1, 0])
+    assert not generated_coefficients(c, 4).any()
     c = Condition("x", 0, 1.0, np.zeros(1), Window("generated"), schedule="exp", decay=0.5)
-    assert not _prompt_coefficients(c, 4).any()
-    np.testing.assert_allclose(_generated_coefficients(c, 3), [1, 0.5, 0.25])
+    assert not prompt_coefficients(c, 4).any()
+    np.testing.assert_allclose(generated_coefficients(c, 3), [1, 0.5, 0.25])
     np.testing.assert_allclose(schedule_weights("constant", 2, 0.5), [1, 1])
     # the hook really adds coef * direction at those positions of resid_pre
     lm = tiny_llama
@@ -170,10 +171,13 @@ def test_steering_params_are_validated(tmp_path):
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     cases = [({"alpha": "two"}, "alpha must be a number"),
-             ({"steering": {**base["steering"], "emotions": ["joy"]}}, "unknown emotion 'joy'"),
-             ({"steering": {**base["steering"], "alphas": [1, "x"]}}, "alphas must be numbers"),
-             ({"steering": {**base["steering"], "layers": [-1]}}, "non-negative integers"),
-             ({"steering": {**base["steering"], "window": "middle"}}, "steering.window")]
+             ({"steering_common": {**base["steering_common"], "emotions": ["joy"]}}, "unknown emotion 'joy'"),
+             ({"steering_sweep": {**base["steering_sweep"], "alphas": [1, "x"]}},
+              r"steering_sweep.alphas must be numbers"),
+             ({"steering_sweep": {**base["steering_sweep"], "layers": [-1]}}, "non-negative integers"),
+             ({"steering_common": {**base["steering_common"], "window": "middle"}}, "steering_common.window"),
+             ({"steering": {**base["steering"], "single_prompts": 3}}, "unknown key.*steering.*single_prompts"),
+             ({"steering": {**base["steering"], "layers": [3]}}, "unknown key.*'steering'.*layers")]
     for i, (override, message) in enumerate(cases):
         path = tmp_path / f"p{i}.yaml"
         path.write_text(yaml.safe_dump({**base, **override}))
@@ -185,7 +189,7 @@ def test_hf_evaluator_offline_is_one_clear_error(monkeypatch, tmp_path):
     import huggingface_hub.constants as c
 
     from emotion_circuits.errors import ModelLoadError
-    from emotion_circuits.evaluation.evaluators import HFEvaluator
+    from emotion_circuits.evaluation.hf import HFEvaluator
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
@@ -198,7 +202,7 @@ def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
     """The hub backend end to end with two tiny local classifiers standing in for the seeds' models."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from emotion_circuits.evaluation.evaluators import HFEvaluator
+    from emotion_circuits.evaluation.hf import HFEvaluator
     from emotion_circuits.model.loading import byte_tokenizer
 
     dirs = []
@@ -226,7 +230,7 @@ def test_hf_evaluator_scores_every_label_in_input_order(tmp_path):
 def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path):
     """Cross-model steering's direction: a latent direction embedded in model A, through the map the alignment
     stage fits and saves, lands on the same latent direction embedded in model B."""
-    from emotion_circuits.alignment import core as al
+    from emotion_circuits.alignment import features, layer_pair, maps as al
     from emotion_circuits.params import AlignmentParams
 
     from .test_alignment import latent_data
@@ -235,11 +239,10 @@ def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path)
     rng = np.random.default_rng(4)
     emb_a, emb_b = rng.standard_normal((12, 40)), rng.standard_normal((12, 30))
     xa, xb = z @ emb_a, z @ emb_b
-    cfg = al.variant_config("zscore", AlignmentParams(reduce_dim=12, ks=(2,), k_report=2, ridge_alphas=(1e-3, 1e-2), n_random=5,
-                                                      n_perm=2, n_noise=2), 0)
+    p = AlignmentParams(reduce_dim=12, ks=(2,), k_report=2, ridge_alphas=(1e-3, 1e-2), n_random=5, n_perm=2, n_noise=2)
     fit = split == "fit"
-    ea, eb = (al.embed(x, fit, cfg.features, cfg.massive_share, cfg.reduce_dim) for x in (xa, xb))
-    scores, m = al.align_embeddings(ea, eb, labels, split, cfg)
+    ea, eb = (features.embed(x, fit, "zscore", p.massive_share, p.reduce_dim) for x in (xa, xb))
+    scores, m = layer_pair.align_embeddings(ea, eb, labels, split, p, "zscore", 0)
     settings = {"hook": "resid_post", "position": "sentence_end", "variant": "zscore", "reduce_dim": 12}
     dm = al.DirectionMap.from_fit(m, ea, eb, True, {"source_layer": 0, "target_layer": 0, **settings})
     al.save_direction_maps(tmp_path / al.map_filename("a", "b"), {al.layer_key(0, 0): dm}, "a", "b", settings)
@@ -253,7 +256,7 @@ def test_saved_alignment_map_carries_a_planted_direction_across_models(tmp_path)
 def test_embedding_evaluator_ranks_known_texts():
     import pandas as pd
 
-    from emotion_circuits.evaluation.evaluators import EmbeddingEvaluator
+    from emotion_circuits.evaluation.embedding import EmbeddingEvaluator
 
     from emotion_circuits.data import build_sentences
 
@@ -271,8 +274,10 @@ def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
     import pandas as pd
 
     from emotion_circuits import EMOTIONS
+    from emotion_circuits.directions.store import load_directions
+    from emotion_circuits.errors import ParamsError
+    from emotion_circuits.model.site import Site
     from emotion_circuits.store.io import write_parquet, write_tensors
-    from emotion_circuits.steering.sweep import load_directions
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((3, 16)).astype(np.float32)
@@ -283,16 +288,15 @@ def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):
     write_tensors(tmp_path / "m" / "sentence_end.safetensors", tensors, {})
     write_parquet(tmp_path / "norms.parquet", pd.DataFrame(
         [{"model": "m", "position": "sentence_end", "hook": "resid_pre", "layer": 2, "mean_residual_l2": 50.0}]))
-    plain = load_directions(tmp_path, "m", "sentence_end", [2], "raw")
-    pca = load_directions(tmp_path, "m", "sentence_end", [2], "raw", "pca1")
-    normed = load_directions(tmp_path, "m", "sentence_end", [2], "norm")
+    plain, pca, normed = (load_directions(tmp_path, "m", "sentence_end", [Site(2)], method, unit)[Site(2)]
+                          for method, unit in (("vector", "raw"), ("pca1", "raw"), ("vector", "norm")))
     for i, e in enumerate(EMOTIONS):
-        np.testing.assert_allclose(plain[(e, 2)], vecs[i])
-        assert np.linalg.norm(pca[(e, 2)]) == pytest.approx(np.linalg.norm(vecs[i]), rel=1e-5)
-        assert pca[(e, 2)] @ vecs[i] > 0
-        assert np.linalg.norm(normed[(e, 2)]) == pytest.approx(50.0, rel=1e-5)
-    with pytest.raises(ValueError, match="unknown direction kind"):
-        load_directions(tmp_path, "m", "sentence_end", [2], "raw", "pca9")
+        np.testing.assert_allclose(plain[e].vector, vecs[i])
+        assert pca[e].norm == pytest.approx(np.linalg.norm(vecs[i]), rel=1e-5)
+        assert pca[e].vector @ vecs[i] > 0
+        assert normed[e].norm == pytest.approx(50.0, rel=1e-5)
+    with pytest.raises(ParamsError, match="unknown direction method 'pca9'"):
+        load_directions(tmp_path, "m", "sentence_end", [Site(2)], "pca9", "raw")
 
 
 def test_sweep_plots_without_random_controls_leave_the_band_empty(tmp_path):
@@ -301,8 +305,97 @@ def test_sweep_plots_without_random_controls_leave_the_band_empty(tmp_path):
 
     summary = pd.DataFrame({"emotion": ["anger"] * 3, "layer": [1] * 3, "alpha": [2.0, -1.0, 1.0],
                             "p_effect": [0.3, -0.1, 0.2], "nll_delta": [0.1, 0.0, 0.05]})
-    write_sweep_plots(summary, tmp_path, tmp_path / "png", "p")
-    series = pd.read_csv(tmp_path / "anger_L1.csv")
+    class Live:  # records what the plot writer logs through the stage's StageLive
+        figures, tables = tmp_path, {}
+
+        def log_table(self, name, frame, x, y, **_):
+            self.tables[name] = frame.reset_index(drop=True)
+
+    live = Live()
+    write_sweep_plots(summary, live, "p")
+    series = live.tables["anger_L1"]
     assert list(series.columns) == ["alpha", "effect", "random_q05", "random_q95"]
     assert series["alpha"].tolist() == [-1.0, 1.0, 2.0] and series["effect"].tolist() == [-0.1, 0.2, 0.3]
     assert series[["random_q05", "random_q95"]].isna().all().all()
+
+
+@pytest.mark.parametrize("stage, override, knob", [
+    ("steering_sweep", {"steering_sweep": {"layers": [1, 3]}}, "steering_sweep.layers"),
+    ("steering", {"steering": {"layer": 3}}, "steering.layer")])
+def test_a_layer_beyond_the_models_depth_is_the_first_check(tmp_path, monkeypatch, capsys, stage, override, knob):
+    """Only the vectors file's keys exist (no prompts, no model): the depth check runs before anything heavy."""
+    import importlib
+
+    import yaml
+    from safetensors.numpy import save_file
+
+    from emotion_circuits import cli
+
+    (tmp_path / "results/vectors/smollm2-135m").mkdir(parents=True)
+    save_file({f"blocks.{L}.hook_resid_pre.emotion_vectors": np.zeros((3, 4), np.float32) for L in range(3)},
+              str(tmp_path / "results/vectors/smollm2-135m/sentence_end.safetensors"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(override))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{stage}")
+    assert cli.run_stage(stage, "", module.run, ["--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {knob}: layer 3 is beyond the model's 3 layers (valid: 0..2)"
+    assert not (tmp_path / "results" / stage).exists()
+
+
+def _single_grid_table():
+    """The single-alpha grid on 2 neutral prompts + 1 real-world text, with fake scores (no model)."""
+    from emotion_circuits import EMOTIONS
+    from emotion_circuits.params import SteeringCommonParams, SteeringParams
+    from emotion_circuits.steering.single import build_single_grid, single_prompts
+
+    rng = np.random.default_rng(0)
+    from emotion_circuits.directions.emotion_directions import EmotionDirections
+    from emotion_circuits.model.site import Site
+
+    def vecs():
+        return EmotionDirections("tiny", Site(1), "sentence_end", "vector", rng.standard_normal((len(EMOTIONS), 4)))
+    neutral = pd.DataFrame({"id": ["n0", "n1"], "text": ["The day", "Our plan"]})
+    real = pd.DataFrame({"id": ["r0"], "text": ["Thank you so much"], "label": ["gratitude"]})
+    prompts = single_prompts(neutral, real, 2)
+    conds, meta = build_single_grid(prompts, {"sentence_end": vecs(), "emotion_tokens": vecs()},
+                                    {"pca1": vecs(), "probe": vecs()}, SteeringCommonParams(),
+                                    SteeringParams(layer=1, n_prompts=2, n_random=3), 0.8, seed=0)
+    scores = {f"effect_lex_{e}": rng.standard_normal(len(meta)) for e in EMOTIONS}
+    return conds, meta.assign(**scores)
+
+
+def test_every_direction_variant_of_the_single_alpha_grid_gets_its_equal_norm_null():
+    from emotion_circuits.stats.effects import single_effect_samples
+
+    conds, table = _single_grid_table()
+    assert {c.alpha for c, k in zip(conds, table["kind"]) if k != "baseline"} == {0.8}
+    samples = single_effect_samples(table, ["lex"])
+    neutral = samples[samples["effect"].str.contains("/neutral/")]
+    variant = neutral["effect"].str.split("/").str[4]
+    with_null = set(variant[neutral["group"] == "null"])
+    directions = {v for v in table["variant"] if v.startswith("direction_")}
+    assert directions == {"direction_pca1", "direction_probe"}  # every alternative method becomes a variant
+    assert with_null == {"prompt_only", *directions}  # ... and none of them loses the random null
+    assert not {"iterative", "vector_emotion_tokens"} & with_null  # other norm or application: tested vs 0
+    assert set(samples.loc[samples["effect"].str.contains("/real_world/"), "group"]) == {"effect"}
+
+
+def test_effect_rows_carry_typed_layer_and_alpha_into_the_effects_table():
+    """No string round trip: the effects table's layer/hook/alpha come from typed sample columns."""
+    from emotion_circuits.params import StatisticsParams
+    from emotion_circuits.stats.effects import effect_labels, single_effect_samples
+    from emotion_circuits.stats.samples import combine_samples
+    from emotion_circuits.stats.summary import analyse_samples
+
+    _, table = _single_grid_table()
+    samples = single_effect_samples(table, ["lex"])
+    assert samples["layer"].eq(1).all() and samples["alpha"].eq(0.8).all()
+    assert samples["hook"].eq("blocks.1.hook_resid_pre").all()
+    assert samples["effect"].iloc[0].split("/")[1:3] == ["blocks.1.hook_resid_pre", "alpha=0.8"]  # same label text
+    labels = effect_labels(samples.assign(effect=samples["effect"] + "#renamed"))  # labels do not read the id
+    assert labels["layer"].eq(1).all() and labels["alpha"].eq(0.8).all()
+    few = combine_samples({"t": samples[samples["effect"].str.contains("gratitude/.*/neutral/prompt_only",
+                                                                       regex=True)]})
+    effects = analyse_samples(few, StatisticsParams(n_boot=100, n_perm=100), seed=0)
+    assert len(effects) == 1 and effects["layer"].iloc[0] == 1 and effects["alpha"].iloc[0] == 0.8

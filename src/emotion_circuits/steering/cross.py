@@ -21,8 +21,11 @@ import pandas as pd
 
 from emotion_circuits import EMOTIONS
 from emotion_circuits.errors import DataError
+from emotion_circuits.model.site import Site
+from emotion_circuits.directions.emotion_directions import EmotionDirections
 from emotion_circuits.steering.engine import random_directions
-from emotion_circuits.steering.sweep import ConditionSet, SteerSpec
+from emotion_circuits.params import SteeringCommonParams
+from emotion_circuits.steering.sweep import ConditionSet
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class CrossPair:
         return self.target_layer + 1
 
     @property
+    def steer_site(self) -> Site:
+        return Site(self.steer_layer, "resid_pre")
+
+    @property
     def key(self) -> str:
         return f"{self.source}->{self.target}"
 
@@ -53,48 +60,50 @@ def choose_layer_pair(pairs: Sequence[tuple[int, int]], n_target_layers: int, de
     return min(usable, key=lambda ab: (abs(ab[1] / max(n_target_layers - 1, 1) - depth), ab[1]))
 
 
-def build_conditions(prompts: pd.DataFrame, pair: CrossPair, native: dict[str, np.ndarray],
-                     mapped: dict[str, np.ndarray], mapped_random: dict[str, np.ndarray], alpha: float,
-                     spec: SteerSpec) -> ConditionSet:
+def build_conditions(prompts: pd.DataFrame, pair: CrossPair, native: EmotionDirections,
+                     mapped: EmotionDirections, mapped_random: dict[str, np.ndarray], alpha: float,
+                     common: SteeringCommonParams) -> ConditionSet:
     """Baseline, native, mapped and mapped-random conditions of one target model, on the same prompts.
 
     `mapped_random[e]` is [n_random, d_target]: random source-space directions with the source emotion vector's
     norm, carried through the same map (row j is random direction j of every prompt: paired design)."""
-    grid = ConditionSet(spec)
+    grid = ConditionSet(common)
     layer = pair.steer_layer
     for p in prompts.itertuples():
         grid.add(p.text, layer, 0.0, None, prompt_id=p.id, kind="baseline", emotion="none", random_id=-1)
         for e in EMOTIONS:
-            grid.add(p.text, layer, alpha, native[e], prompt_id=p.id, kind="native", emotion=e, random_id=-1)
-            grid.add(p.text, layer, alpha, mapped[e], prompt_id=p.id, kind="mapped", emotion=e, random_id=-1)
+            grid.add(p.text, layer, alpha, native[e].vector, prompt_id=p.id, kind="native", emotion=e, random_id=-1)
+            grid.add(p.text, layer, alpha, mapped[e].vector, prompt_id=p.id, kind="mapped", emotion=e, random_id=-1)
             for j, r in enumerate(mapped_random[e]):
                 grid.add(p.text, layer, alpha, r, prompt_id=p.id, kind="random", emotion=e, random_id=j)
     return grid
 
 
-def map_directions(apply, source_vectors: dict[str, np.ndarray], n_random: int, seed: int
-                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(mapped emotion vectors, mapped random directions [n_random, d_target]) per emotion.
+def map_directions(apply, source: EmotionDirections, pair: CrossPair, n_random: int, seed: int
+                   ) -> tuple[EmotionDirections, dict[str, np.ndarray]]:
+    """(the source's emotion directions carried into the target at `pair.steer_site`, and per emotion mapped
+    random directions [n_random, d_target]).
 
     The random directions are drawn in the source space and carried through the same map (so they are
     directions the map can produce), then rescaled to exactly the mapped emotion vector's norm: the map keeps
     only the source's top PCA axes, so a random source direction loses most of its length on the way and,
     unrescaled, would be a null of near-zero steering that anything beats."""
-    mapped, randoms = {}, {}
-    for i, e in enumerate(EMOTIONS):
-        v = source_vectors[e]
-        mapped[e] = np.asarray(apply(v), dtype=np.float32)
+    mapped, randoms = [], {}
+    for i, e in enumerate(source.emotions):
+        v = source[e].vector
+        mapped.append(np.asarray(apply(v), dtype=np.float32).reshape(-1))
         rnd = np.asarray(apply(random_directions(v, n_random, seed + 31 * i)), dtype=np.float64).reshape(n_random, -1)
-        rnd *= np.linalg.norm(mapped[e].astype(np.float64)) / np.linalg.norm(rnd, axis=1, keepdims=True)
+        rnd *= np.linalg.norm(mapped[-1].astype(np.float64)) / np.linalg.norm(rnd, axis=1, keepdims=True)
         randoms[e] = rnd.astype(np.float32)
-    return mapped, randoms
+    carried = source.mapped(pair.target, pair.steer_site, np.stack(mapped), f"mapped:{source.model}/{source.method}")
+    return carried, randoms
 
 
-def geometry(native: dict[str, np.ndarray], mapped: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def geometry(native: EmotionDirections, mapped: EmotionDirections) -> dict[str, dict[str, float]]:
     """Per emotion: cosine of the mapped source vector with the target's native vector, and their norm ratio."""
     out = {}
     for e in EMOTIONS:
-        a, b = mapped[e].astype(np.float64), native[e].astype(np.float64)
+        a, b = mapped[e].vector.astype(np.float64), native[e].vector.astype(np.float64)
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
         out[e] = {"cosine_mapped_native": float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0,
                   "norm_mapped_over_native": float(na / nb) if nb > 0 else float("nan")}
@@ -105,10 +114,11 @@ def effect_samples(table: pd.DataFrame, pair: CrossPair, metric_families: Sequen
     """effect_samples rows of one pair: the mapped vector against the mapped random directions (null rows: every
     (prompt, random direction) run, unit = prompt), and the native vector against 0 (its own null lives in the
     steering stages)."""
-    from emotion_circuits.stats.effects import SAMPLE_COLUMNS, own_metric, sample_rows
+    from emotion_circuits.stats.effects import own_metric, with_labels
+    from emotion_circuits.stats.samples import SAMPLE_COLUMNS, sample_rows
 
     unit = {p: i for i, p in enumerate(sorted(table["prompt_id"].unique()))}
-    site = f"blocks.{pair.steer_layer}.hook_resid_pre"
+    site = pair.steer_site
     parts = []
     for e in EMOTIONS:
         for fam in metric_families:
@@ -125,4 +135,5 @@ def effect_samples(table: pd.DataFrame, pair: CrossPair, metric_families: Sequen
                     r = table[(table["kind"] == "random") & (table["emotion"] == e)]
                     parts.append(sample_rows("cross_steering", effect, e, metric, "null", r["prompt_id"].map(unit),
                                              r[col]))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.concat(with_labels(parts, site), ignore_index=True) if parts else pd.DataFrame(
+        columns=list(SAMPLE_COLUMNS))

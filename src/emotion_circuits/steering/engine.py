@@ -20,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from emotion_circuits.errors import SteeringError
-from emotion_circuits.model.hooks import hook_name, residual_hooks
+from emotion_circuits.model.hooks import residual_hooks
 from emotion_circuits.model.loading import LoadedModel
 from emotion_circuits.model.padding import pad_rows, pad_with_mask
+from emotion_circuits.model.site import Site
 from emotion_circuits.runtime.resources import run_with_backoff
 
 WINDOWS = ("last", "positions", "generated", "all")
@@ -75,7 +76,7 @@ def schedule_weights(schedule: str, length: int, decay: float) -> np.ndarray:
     return decay**i
 
 
-def _prompt_coefficients(c: Condition, prompt_len: int) -> np.ndarray:
+def prompt_coefficients(c: Condition, prompt_len: int) -> np.ndarray:
     """alpha x schedule over the prompt tokens this condition steers."""
     coef = np.zeros(prompt_len)
     if c.window.kind == "last":
@@ -90,7 +91,8 @@ def _prompt_coefficients(c: Condition, prompt_len: int) -> np.ndarray:
     return coef
 
 
-def _generated_coefficients(c: Condition, steps: int) -> np.ndarray:
+def generated_coefficients(c: Condition, steps: int) -> np.ndarray:
+    """alpha x schedule over the generated tokens (window generated/all, or iterative re-application)."""
     if c.window.kind in ("generated", "all") or c.iterative:
         return c.alpha * schedule_weights(c.schedule, steps, c.decay)
     return np.zeros(steps)
@@ -133,12 +135,12 @@ def _steering(lm: LoadedModel, conditions: Sequence[Condition], state: dict) -> 
         def add(x: torch.Tensor, _delta=delta) -> torch.Tensor:
             return x + state["coef"].to(x.dtype)[:, :, None] * _delta[:, None, :]
 
-        hooks[hook_name(layer, "resid_pre")] = add
+        hooks[Site(layer, "resid_pre").name] = add
     with residual_hooks(lm, hooks):
         yield
 
 
-def _shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarray]) -> int:
+def shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarray]) -> int:
     """Length T of the per-row prompt suffix that must run with steering; everything before it is unsteered.
 
     A row's tokens before its first steered position compute the same keys/values in every condition with that
@@ -153,89 +155,116 @@ def _shared_prefix_split(prompts: Sequence[list[int]], coefs: Sequence[np.ndarra
     return tail
 
 
-def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int,
-                    prepend_bos: bool, use_cache: bool) -> list[list[int]]:
-    from transformers import DynamicCache
+class _Greedy:
+    """Greedy decoding state of one batch: the chosen tokens, and which rows have emitted EOS (then pad)."""
 
-    prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conditions]
-    coefs = [_prompt_coefficients(c, len(p)) for p, c in zip(prompts, conditions)]
-    pad = lm.tokenizer.pad_token_id
-    device, model = lm.device, lm.hf_model
-    gen_coef = torch.tensor(np.stack([_generated_coefficients(c, max_new_tokens) for c in conditions]),
-                            dtype=torch.float32).to(device)
-    eos = lm.tokenizer.eos_token_id
-    state: dict = {}
-    out_tokens = torch.full((len(prompts), max_new_tokens), pad, dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    def __init__(self, lm: LoadedModel, n_rows: int, max_new_tokens: int):
+        self.pad, self.eos = lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id
+        self.tokens = torch.full((n_rows, max_new_tokens), self.pad, dtype=torch.long, device=lm.device)
+        self.done = torch.zeros(n_rows, dtype=torch.bool, device=lm.device)
 
-    def take(logits: torch.Tensor, step: int) -> torch.Tensor:
+    def take(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """Greedy token of each row at `step` (pad once a row has emitted EOS); marks rows that are done."""
         nxt = logits.float().argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        out_tokens[:, step] = nxt
-        if eos is not None:
-            torch.logical_or(done, nxt == eos, out=done)
+        nxt = torch.where(self.done, torch.full_like(nxt, self.pad), nxt)
+        self.tokens[:, step] = nxt
+        if self.eos is not None:
+            torch.logical_or(self.done, nxt == self.eos, out=self.done)
         return nxt
 
+    def result(self) -> list[list[int]]:
+        """Each row's tokens up to and including its EOS."""
+        out = []
+        for row in self.tokens.tolist():
+            out.append(row[: row.index(self.eos) + 1] if self.eos is not None and self.eos in row else row)
+        return out
+
+
+def _extend(mask: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention mask and position ids grown by one generated token per row."""
+    return (torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1),
+            torch.cat([positions, positions[:, -1:] + 1], dim=1))
+
+
+def _prefill_shared_prefixes(lm: LoadedModel, prompts: Sequence[list[int]], tail: int) -> tuple[object, torch.Tensor]:
+    """KV cache and attention mask of the unsteered prompt prefixes (all but the last `tail` tokens of each row),
+    each distinct prefix run once (no hooks: nothing is steered there) and its keys/values fanned out to its rows."""
+    from transformers import DynamicCache
+
+    pad, device = lm.tokenizer.pad_token_id, lm.device
+    heads = [tuple(p[: max(0, len(p) - tail)]) for p in prompts]
+    unique = sorted(set(heads))
+    head_width = max(len(h) for h in unique)
+    cache = DynamicCache()
+    if not head_width:
+        return cache, torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
+    head_ids, head_mask = (t.to(device) for t in pad_with_mask(unique, pad, "left", head_width))
+    lm.hf_model(input_ids=head_ids, attention_mask=head_mask, position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    row_of = {h: i for i, h in enumerate(unique)}
+    index = torch.tensor([row_of[h] for h in heads], device=device)
+    cache.batch_select_indices(index)
+    return cache, head_mask[index]
+
+
+def _generate_cached(lm: LoadedModel, conditions: Sequence[Condition], prompts: Sequence[list[int]],
+                     coefs: Sequence[np.ndarray], gen_coef: torch.Tensor, greedy: _Greedy, max_new_tokens: int) -> None:
+    """KV-cached decoding: shared unsteered prefixes once, then each row's steered suffix on top of its prefix's
+    keys/values (a resumed forward), then one new token per step."""
+    device, model, state = lm.device, lm.hf_model, {}
+    tail = shared_prefix_split(prompts, coefs)
+    cache, mask = _prefill_shared_prefixes(lm, prompts, tail)
+    suffix = [p[max(0, len(p) - tail):] for p in prompts]
+    ids, suffix_mask = (t.to(device) for t in pad_with_mask(suffix, lm.tokenizer.pad_token_id, "left", tail))
+    mask = torch.cat([mask, suffix_mask], 1)
+    state["coef"] = pad_rows([k[max(0, len(k) - tail):] for k in coefs], 0.0, torch.float32, "left", tail).to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with _steering(lm, conditions, state):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        for step in range(max_new_tokens):
+            nxt = greedy.take(logits, step)
+            if bool(greedy.done.all()) or step == max_new_tokens - 1:
+                break
+            # only the new token goes through the model; earlier keys/values come from the cache
+            mask, positions = _extend(mask, positions)
+            state["coef"] = gen_coef[:, step: step + 1]
+            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
+                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+
+def _generate_recomputed(lm: LoadedModel, conditions: Sequence[Condition], prompts: Sequence[list[int]],
+                         coefs: Sequence[np.ndarray], gen_coef: torch.Tensor, greedy: _Greedy,
+                         max_new_tokens: int) -> None:
+    """Full recomputation at every step, no prefix sharing: the reference the cached path must reproduce."""
+    device, state = lm.device, {}
+    seq, mask = (t.to(device) for t in pad_with_mask(prompts, lm.tokenizer.pad_token_id, "left"))
+    prompt_coef = pad_rows(coefs, 0.0, torch.float32, "left", seq.shape[1]).to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with _steering(lm, conditions, state):
+        for step in range(max_new_tokens):
+            state["coef"] = torch.cat([prompt_coef, gen_coef[:, :step]], dim=1)
+            logits = lm.hf_model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
+                                 logits_to_keep=1).logits[:, -1]
+            nxt = greedy.take(logits, step)
+            if bool(greedy.done.all()):
+                break
+            mask, positions = _extend(mask, positions)
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+
+
+def _generate_batch(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int,
+                    prepend_bos: bool, use_cache: bool) -> list[list[int]]:
+    """Greedy continuations of one batch of conditions, each row with its own layer, delta and window."""
+    prompts = [tokenize_prompt(lm, c.prompt, prepend_bos) for c in conditions]
+    coefs = [prompt_coefficients(c, len(p)) for p, c in zip(prompts, conditions)]
+    gen_coef = torch.tensor(np.stack([generated_coefficients(c, max_new_tokens) for c in conditions]),
+                            dtype=torch.float32).to(lm.device)
+    greedy = _Greedy(lm, len(prompts), max_new_tokens)
     with torch.inference_mode():
-        if use_cache:
-            # 1. the unsteered prompt prefixes, once per distinct prefix (no hooks: nothing is steered there)
-            tail = _shared_prefix_split(prompts, coefs)
-            heads = [tuple(p[: max(0, len(p) - tail)]) for p in prompts]
-            unique = sorted(set(heads))
-            head_width = max(len(h) for h in unique)
-            cache = DynamicCache()
-            mask = torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
-            if head_width:
-                head_ids, head_mask = (t.to(device) for t in pad_with_mask(unique, pad, "left", head_width))
-                model(input_ids=head_ids, attention_mask=head_mask,
-                      position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
-                      logits_to_keep=1)
-                row_of = {h: i for i, h in enumerate(unique)}
-                index = torch.tensor([row_of[h] for h in heads], device=device)
-                cache.batch_select_indices(index)
-                mask = head_mask[index]
-            # 2. each condition's steered suffix on top of its prefix's keys/values
-            suffix = [p[max(0, len(p) - tail):] for p in prompts]
-            ids, suffix_mask = (t.to(device) for t in pad_with_mask(suffix, pad, "left", tail))
-            mask = torch.cat([mask, suffix_mask], 1)
-            state["coef"] = pad_rows([k[max(0, len(k) - tail):] for k in coefs], 0.0, torch.float32, "left",
-                                     tail).to(device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with _steering(lm, conditions, state):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -tail:],
-                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-                for step in range(max_new_tokens):
-                    nxt = take(logits, step)
-                    if bool(done.all()) or step == max_new_tokens - 1:
-                        break
-                    # only the new token goes through the model; earlier keys/values come from the cache
-                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-                    state["coef"] = gen_coef[:, step: step + 1]
-                    logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, -1:],
-                                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        else:  # full recomputation at every step, no prefix sharing: the reference the cached path must reproduce
-            seq, mask = (t.to(device) for t in pad_with_mask(prompts, pad, "left"))
-            prompt_coef = pad_rows(coefs, 0.0, torch.float32, "left", seq.shape[1]).to(device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with _steering(lm, conditions, state):
-                for step in range(max_new_tokens):
-                    state["coef"] = torch.cat([prompt_coef, gen_coef[:, :step]], dim=1)
-                    logits = model(input_ids=seq, attention_mask=mask, position_ids=positions, use_cache=False,
-                                   logits_to_keep=1).logits[:, -1]
-                    nxt = take(logits, step)
-                    if bool(done.all()):
-                        break
-                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                    positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-                    seq = torch.cat([seq, nxt[:, None]], dim=1)
-    result = []
-    for row in out_tokens.tolist():
-        if eos is not None and eos in row:
-            row = row[: row.index(eos) + 1]
-        result.append(row)
-    return result
+        run = _generate_cached if use_cache else _generate_recomputed
+        run(lm, conditions, prompts, coefs, gen_coef, greedy, max_new_tokens)
+    return greedy.result()
 
 
 def generate(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: int = 30, batch_size: int = 64,

@@ -7,101 +7,63 @@ emotion direction is only a result next to the distribution of those random effe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from emotion_circuits import EMOTIONS
-from emotion_circuits.errors import DataError
-from emotion_circuits.evaluation.evaluators import continuation_nll, score_all
-from emotion_circuits.runtime.executor import ExecutionConfig, map_chunks
-from emotion_circuits.store.io import read_parquet, read_tensors
-from emotion_circuits.model.loading import LoadSpec
-from emotion_circuits.stats.effects import own_metric, vs_null
+from emotion_circuits.data import load_lexicons
+from emotion_circuits.evaluation.catalog import build_evaluators, metric_columns
+from emotion_circuits.evaluation.text import continuation_nll, score_all
+from emotion_circuits.runtime.executor import map_chunks
+from emotion_circuits.model.loading import LoadedModel, load_model
+from emotion_circuits.params import ExecutionParams, StatisticsParams, SteeringCommonParams, SteeringSweepParams
+from emotion_circuits.stats.effects import own_metric
+from emotion_circuits.stats.intervals import interval
+from emotion_circuits.stats.nulls import vs_null
+from emotion_circuits.directions.emotion_directions import EmotionDirections
+from emotion_circuits.model.site import Site
+from emotion_circuits.store.io import read_parquet
 from emotion_circuits.steering.engine import Condition, Window, decode, generate, random_directions, tokenize_prompt
-
-
-@dataclass(frozen=True)
-class SteerSpec:
-    """How directions are applied: window, schedule, iterative re-application, and the unit of alpha."""
-
-    window: Window = Window()
-    schedule: str = "constant"
-    decay: float = 0.7
-    iterative: bool = False
-    unit: str = "raw"  # raw: the emotion vector itself; norm: unit direction x typical residual norm
-
-
-def n_layers_of(vectors_dir: Path, model: str, position: str) -> int:
-    """How many layers the vectors stage saw for `model` (from its tensor keys)."""
-    from emotion_circuits.model.extraction import model_dirname
-
-    path = Path(vectors_dir) / model_dirname(model) / f"{position}.safetensors"
-    if not path.exists():
-        raise DataError(f"{path} is missing: run the vectors stage with {model!r} in `models`")
-    return len({k.split(".")[1] for k in read_tensors(path) if k.startswith("blocks.")})
-
-
-def load_directions(vectors_dir: Path, model: str, position: str, layers: Sequence[int],
-                    unit: str, kind: str = "vector", hook: str = "resid_pre") -> dict[tuple[str, int], np.ndarray]:
-    """{(emotion, layer): direction at blocks.{layer}.hook_<hook>} from the vectors stage.
-
-    kind `vector`: the emotion vector (mean emotion - mean neutral); `pca1`: the emotion's first principal axis
-    (sign-aligned with the vector) rescaled to the vector's L2 norm, so alpha means the same displacement size.
-    """
-    from emotion_circuits.model.extraction import model_dirname
-
-    tensors = read_tensors(Path(vectors_dir) / model_dirname(model) / f"{position}.safetensors")
-    norms = read_parquet(Path(vectors_dir) / "norms.parquet")
-    out = {}
-    for layer in layers:
-        key = f"blocks.{layer}.hook_{hook}.emotion_vectors"
-        if key not in tensors:
-            raise DataError(f"no emotion vectors {key} for {model} ({position}) in the vectors stage's outs")
-        vecs = tensors[key].numpy()
-        for i, emotion in enumerate(EMOTIONS):
-            v = vecs[i].astype(np.float32)
-            if kind == "pca1":
-                axis = tensors[f"blocks.{layer}.hook_{hook}.pca.{emotion}.components"].numpy()[0]
-                v = (axis / np.linalg.norm(axis) * np.linalg.norm(v)).astype(np.float32)
-            elif kind != "vector":
-                raise ValueError(f"unknown direction kind {kind!r} (allowed: vector, pca1)")
-            if unit == "norm":
-                row = norms[(norms["model"] == model) & (norms["position"] == position) &
-                            (norms["hook"] == "resid_pre") & (norms["layer"] == layer)]
-                v = v / np.linalg.norm(v) * float(row["mean_residual_l2"].iloc[0])
-            out[(emotion, layer)] = v
-    return out
 
 
 @dataclass
 class ConditionSet:
-    """Conditions and their metadata rows, appended together so row i always describes condition i."""
+    """Conditions and their metadata rows, appended together so row i always describes condition i; how each
+    direction is applied (window, schedule, iterative) comes from the stages' shared `steering_common` knobs."""
 
-    spec: SteerSpec
+    common: SteeringCommonParams
     conditions: list[Condition] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        c = self.common
+        self.window = Window(c.window, c.window_n, tuple(c.positions))
+
     def add(self, text: str, layer: int, alpha: float, direction, iterative: bool | None = None, **meta) -> None:
         """One condition; `meta` (prompt id, kind, emotion, ...) goes to its row, followed by layer and alpha."""
-        s = self.spec
-        self.conditions.append(Condition(text, layer, float(alpha), direction, s.window, s.schedule, s.decay,
-                                         s.iterative if iterative is None else iterative))
+        c = self.common
+        self.conditions.append(Condition(text, layer, float(alpha), direction, self.window, c.schedule, c.decay,
+                                         c.iterative if iterative is None else iterative))
         self.rows.append({**meta, "layer": layer, "alpha": float(alpha)})
 
     def table(self) -> tuple[list[Condition], pd.DataFrame]:
         return self.conditions, pd.DataFrame(self.rows)
 
 
-def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str], layers: Sequence[int],
-               alphas: Sequence[float], n_random: int, random_alphas: Sequence[float], spec: SteerSpec,
-               seed: int, random_prompts: int | None = None) -> tuple[list[Condition], pd.DataFrame]:
-    """Conditions and their metadata rows: one baseline per prompt, emotion x layer x alpha, random controls."""
-    grid = ConditionSet(spec)
+def build_grid(prompts: pd.DataFrame, directions: Mapping[Site, EmotionDirections], common: SteeringCommonParams,
+               grid_params: SteeringSweepParams, seed: int) -> tuple[list[Condition], pd.DataFrame]:
+    """Conditions and their metadata rows: one baseline per prompt, emotion x layer x alpha, random controls.
+    `directions[Site(layer)]` are the emotion directions at each grid layer's `resid_pre`."""
+    g = grid_params
+    emotions, layers, alphas, n_random, random_alphas, random_prompts = (
+        common.emotions, g.layers, g.alphas, g.n_random, g.random_alphas, g.random_prompts)
+    grid = ConditionSet(common)
 
     def add(prompt, kind, emotion, layer, alpha, direction, random_id=-1):
         grid.add(prompt.text, layer, alpha, direction, prompt_id=prompt.id, kind=kind, emotion=emotion,
@@ -111,7 +73,7 @@ def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str],
         add(prompt, "baseline", "none", -1, 0.0, None)
     for emotion in emotions:
         for layer in layers:
-            v = directions[(emotion, layer)]
+            v = directions[Site(layer)][emotion].vector
             randoms = random_directions(v, n_random, seed + 1000 * layer + EMOTIONS.index(emotion))
             for prompt in prompts.itertuples():
                 for alpha in alphas:
@@ -124,46 +86,39 @@ def build_grid(prompts: pd.DataFrame, directions: dict, emotions: Sequence[str],
     return grid.table()
 
 
-@dataclass(frozen=True)
-class GenerationTask:
-    """Everything a worker needs to generate chunks of conditions; small and picklable, so Ray can ship it."""
-
-    model: str
-    max_new_tokens: int = 30
-    batch_size: int = 256
-    prepend_bos: bool = True
-    loading: LoadSpec = LoadSpec()
-
-    def load(self) -> GenerationWorker:
-        return GenerationWorker(self.loading.load(self.model, use_bridge=False), self)
-
-
-def generation_task(s, seed: int) -> GenerationTask:
-    """The generation settings of a `steering` params section."""
-    return GenerationTask(s.model, s.max_new_tokens, s.batch_size, s.prepend_bos, LoadSpec(s.device, s.dtype, seed))
+def load_steered_model(common: SteeringCommonParams, seed: int) -> LoadedModel:
+    """`common.model` as plain HF + module hooks (same hook points as the bridge, faster decoding); `seed` only
+    matters for random-weight models."""
+    return load_model(common.model, device=common.device, dtype=common.dtype, seed=seed, use_bridge=False)
 
 
 class GenerationWorker:
-    """Greedy continuations plus their unsteered NLL (fluency) for one chunk of conditions."""
+    """Greedy continuations plus their unsteered NLL (fluency) for one chunk of conditions. Ray actors build it
+    from the frozen params dataclass itself (`GenerationWorker.load(common, seed)`): no twin config type."""
 
-    def __init__(self, lm, task: GenerationTask, progress: bool = False):
-        self.lm, self.task, self.progress = lm, task, progress
+    def __init__(self, lm: LoadedModel, common: SteeringCommonParams, progress: bool = False):
+        self.lm, self.common, self.progress = lm, common, progress
+
+    @classmethod
+    def load(cls, common: SteeringCommonParams, seed: int) -> GenerationWorker:
+        return cls(load_steered_model(common, seed), common)
 
     def __call__(self, conds: Sequence[Condition]) -> tuple[list[list[int]], np.ndarray]:
-        t = self.task
-        tokens = generate(self.lm, conds, t.max_new_tokens, t.batch_size, t.prepend_bos, progress=self.progress)
-        prompts = [tokenize_prompt(self.lm, c.prompt, t.prepend_bos) for c in conds]
+        c = self.common
+        tokens = generate(self.lm, conds, c.max_new_tokens, c.batch_size, c.prepend_bos, progress=self.progress)
+        prompts = [tokenize_prompt(self.lm, cond.prompt, c.prepend_bos) for cond in conds]
         return tokens, continuation_nll(self.lm, prompts, tokens)
 
 
-def run_and_score(lm, conds: Sequence[Condition], meta: pd.DataFrame, evaluators, task: GenerationTask,
-                  execution: ExecutionConfig = ExecutionConfig(), progress: bool = False) -> pd.DataFrame:
+def run_and_score(lm: LoadedModel, conds: Sequence[Condition], meta: pd.DataFrame, evaluators,
+                  common: SteeringCommonParams, seed: int, execution: ExecutionParams = ExecutionParams(),
+                  progress: bool = False) -> pd.DataFrame:
     """Generate every condition (in chunks, locally or on Ray actors), decode, score, add fluency (NLL).
 
-    `lm` is the already-loaded model: the local executor reuses it, Ray actors load their own copy.
+    `lm` is the already-loaded `common.model`: the local executor reuses it, Ray actors load their own copy.
     """
-    parts = map_chunks(task.load, conds, execution, what=f"steering {task.model}",
-                       local_factory=lambda: GenerationWorker(lm, task, progress))
+    parts = map_chunks(partial(GenerationWorker.load, common, seed), conds, execution,
+                       what=f"steering {common.model}", local_factory=lambda: GenerationWorker(lm, common, progress))
     tokens = [t for part, _ in parts for t in part]
     nll = np.concatenate([n for _, n in parts]) if parts else np.zeros(0)
     texts = decode(lm, tokens)
@@ -175,6 +130,23 @@ def run_and_score(lm, conds: Sequence[Condition], meta: pd.DataFrame, evaluators
     return pd.concat([table, scores], axis=1)
 
 
+def stage_evaluators(common: SteeringCommonParams, dataset_dir: Path, seed: int):
+    """The evaluators `common.evaluators` names, built on the dataset stage's lexicons and sentences."""
+    return build_evaluators(common.evaluators, load_lexicons(Path(dataset_dir) / "lexicons.json"),
+                            read_parquet(Path(dataset_dir) / "sentences.parquet"), seed)
+
+
+def run_experiment(lm: LoadedModel, conds: Sequence[Condition], meta: pd.DataFrame, evaluators,
+                   common: SteeringCommonParams, seed: int, execution: ExecutionParams,
+                   progress: bool = False) -> tuple[pd.DataFrame, float]:
+    """The one generation path of every steering stage: generate and score every condition, then each score's
+    effect against the same prompt's unsteered baseline. Returns (table, generation seconds)."""
+    start = time.perf_counter()
+    table = run_and_score(lm, conds, meta, evaluators, common, seed, execution, progress)
+    seconds = time.perf_counter() - start
+    return add_effects(table, metric_columns(table)), seconds
+
+
 def add_effects(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """effect_<metric> = score - the same prompt's unsteered baseline score."""
     base = table[table["kind"] == "baseline"].set_index("prompt_id")
@@ -184,18 +156,12 @@ def add_effects(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def _ci(values: np.ndarray, seed: int) -> tuple[float, float]:
-    if len(values) < 3 or np.allclose(values, values[0]):
-        return float(values.mean()), float(values.mean())
-    res = stats.bootstrap((values,), np.mean, n_resamples=2000, vectorized=True, random_state=seed,
-                          method="percentile")
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshold: float, seed: int,
-                      kind: str = "emotion", extra_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per (emotion, layer, alpha, *extra_keys) of `kind` rows: mean effect per metric family with a
-    bootstrap CI over prompts, the random-direction null at the same emotion norm, layer and alpha (where run),
+                      kind: str = "emotion", extra_keys: Sequence[str] = (),
+                      ci: StatisticsParams | None = None) -> pd.DataFrame:
+    """One row per (emotion, layer, alpha, *extra_keys) of `kind` rows: mean effect per metric family with the
+    pipeline's bootstrap CI over prompts (`stats.intervals.interval`, params `statistics`; None = its defaults),
+    the random-direction null at the same emotion norm, layer and alpha (where run),
     fluency, and a `broken` flag. The effect is measured on the target emotion's own metric."""
     rows = []
     emo = table[table["kind"] == kind]
@@ -213,12 +179,12 @@ def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshol
                 continue
             values = g[col].to_numpy(dtype=float)
             row[f"{family}_effect"] = float(values.mean())
-            row[f"{family}_ci_low"], row[f"{family}_ci_high"] = _ci(values, seed)
+            row[f"{family}_ci_low"], row[f"{family}_ci_high"] = interval(values, None, ci or StatisticsParams(), seed)
             if len(r):
                 prompts = set(r["prompt_id"])
                 paired = float(g[g["prompt_id"].isin(prompts)][col].mean())
-                v = vs_null(paired, r.groupby("random_id")[col].mean().to_numpy())
-                row.update({f"{family}_effect_on_random_prompts": paired, f"{family}_random_mean": v["mean"],
+                v = vs_null(paired, r.groupby("random_id")[col].mean().to_numpy(), "two-sided")
+                row.update({f"{family}_effect_on_random_prompts": paired, f"{family}_random_mean": v["null_mean"],
                             f"{family}_random_q95": v["q95"], f"{family}_random_q05": v["q05"],
                             f"{family}_z": v["z"], f"{family}_p": v["p"]})
         rows.append(row)
@@ -231,7 +197,8 @@ def best_rows(summary: pd.DataFrame, primary: str, random_alphas: Sequence[float
     out = {}
     for emotion, g in summary.groupby("emotion", sort=True):
         entry = {}
-        for name, pool in (("with_controls", g[g["alpha"].isin(list(random_alphas))]), ("strongest", g[g["alpha"] > 0])):
+        pools = (("with_controls", g[g["alpha"].isin(list(random_alphas))]), ("strongest", g[g["alpha"] > 0]))
+        for name, pool in pools:
             ok = pool[~pool["broken"]]
             pick = (ok if len(ok) else pool).sort_values([f"{primary}_effect", "layer", "alpha"],
                                                         ascending=[False, True, True])

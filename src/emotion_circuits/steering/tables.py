@@ -1,53 +1,40 @@
-"""Shared pieces of the steering stages: params -> spec, metric families, metrics JSON and plots."""
+"""Shared pieces of the steering stages: metric families, metrics JSON and plots."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from emotion_circuits import EMOTIONS
+from emotion_circuits.evaluation.catalog import families_in, metric_families
+from emotion_circuits.params import SteeringCommonParams, SteeringParams, SteeringSweepParams
 from emotion_circuits.runtime.resources import peak_rss_mb
-from emotion_circuits.steering.engine import Window
-from emotion_circuits.steering.sweep import SteerSpec, best_rows
+from emotion_circuits.steering.sweep import best_rows
 
-FAMILIES = ("p", "lex", "vader")
-
-
-def spec_from_params(s) -> SteerSpec:
-    return SteerSpec(Window(s.window, s.window_n, tuple(s.positions)), s.schedule, s.decay, s.iterative, s.unit)
+FAMILIES = metric_families()  # every registered evaluator's metric families, in registry order
 
 
-def metric_columns(table: pd.DataFrame) -> list[str]:
-    """Every score column present (evaluators differ), plus fluency."""
-    prefixes = ("p_", "lex_", "vader_", "hf_")
-    return [c for c in table.columns if c.startswith(prefixes)] + ["nll", "repetition"]
-
-
-def families(table: pd.DataFrame) -> list[str]:
-    return [f for f in FAMILIES if any(c.startswith(f"{f}_") for c in table.columns)]
-
-
-def sweep_metrics(summary: pd.DataFrame, evaluators, s, n_conditions: int, n_tokens: int, seconds: float) -> dict:
+def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParams, g: SteeringSweepParams,
+                  n_conditions: int, n_tokens: int, seconds: float) -> dict:
     """metrics/steering.json: per emotion the best condition with its CI, random null and fluency."""
-    primary = s.primary_metric if f"{s.primary_metric}_effect" in summary else families(summary.rename(
-        columns=lambda c: c.replace("_effect", "_x")))[0]
-    out = {"model": s.model, "primary_metric": primary, "vector_position": s.vector_position, "unit": s.unit,
-           "grid": {"layers": list(s.layers), "alphas": list(s.alphas), "n_prompts": s.n_prompts,
-                    "n_random": s.n_random, "random_alphas": list(s.random_alphas), "n_conditions": n_conditions},
+    c = common
+    primary = c.primary_metric if f"{c.primary_metric}_effect" in summary else families_in(summary.rename(
+        columns=lambda col: col.replace("_effect", "_x")))[0]
+    out = {"model": c.model, "primary_metric": primary, "vector_position": c.vector_position, "unit": c.unit,
+           "grid": {"layers": list(g.layers), "alphas": list(g.alphas), "n_prompts": g.n_prompts,
+                    "n_random": g.n_random, "random_alphas": list(g.random_alphas), "n_conditions": n_conditions},
            "best": {e: {name: {"layer": int(r["layer"]), "alpha": float(r["alpha"]),
                                 **_effect_entry(r, primary),
                                 "other_metrics": {f: float(r[f"{f}_effect"]) for f in FAMILIES
                                                   if f != primary and f"{f}_effect" in r}}
                          for name, r in picks.items()}
-                    for e, picks in best_rows(summary, primary, s.random_alphas).items()},
+                    for e, picks in best_rows(summary, primary, g.random_alphas).items()},
            "timing": {"seconds": round(seconds, 1), "generated_tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1),
                       "peak_rss_mb": peak_rss_mb()}}
     for ev in evaluators:
         if hasattr(ev, "test_accuracy"):
             out["embedding_evaluator_test_accuracy"] = ev.test_accuracy
-    at_random = summary[summary["alpha"].isin(s.random_alphas)]
+    at_random = summary[summary["alpha"].isin(g.random_alphas)]
     out["vs_random"] = {
         f"{r.emotion}|L{r.layer:02d}|a{r.alpha:+g}": {
             "effect": getattr(r, f"{primary}_effect_on_random_prompts", None),
@@ -58,13 +45,13 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, s, n_conditions: int, n_tok
     return out
 
 
-def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, primary: str) -> None:
-    """Effect vs alpha per layer with the random band (PNG + one CSV per emotion), and the effect-fluency
-    frontier."""
+def write_sweep_plots(summary: pd.DataFrame, live, primary: str) -> None:
+    """Effect vs alpha per layer with the random band (PNG + one plot table per emotion and layer, logged through
+    the stage's `reporting.live.StageLive`), and the effect-fluency frontier."""
     from emotion_circuits.reporting import plots as P
 
     col = f"{primary}_effect"
-    png_dir.mkdir(parents=True, exist_ok=True)
+    png_dir = live.figures
     emotions = [e for e in EMOTIONS if e in set(summary["emotion"])]
     fig, axes = P.panels(len(emotions))
     for ax, emotion in zip(axes, emotions):
@@ -75,7 +62,8 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
             for q in ("q05", "q95"):  # no random band where no random controls ran (random_alphas: [])
                 band = f"{primary}_random_{q}"
                 series[f"random_{q}"] = lg[band] if band in lg else np.nan
-            series.to_csv(csv_dir / f"{emotion}_L{layer}.csv", index=False, float_format="%.6g")
+            live.log_table(f"{emotion}_L{layer}", series, "alpha", ["effect", "random_q05", "random_q95"],
+                           y_label="effect on P(emotion) vs unsteered, with the equal-norm random 5-95% band")
         for layer, lg in g.groupby("layer", sort=True):
             lg = lg.sort_values("alpha")
             (line,) = ax.plot(lg["alpha"], lg[col], marker="o", ms=3, label=f"layer {layer}")
@@ -85,7 +73,7 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
                           color=line.get_color(), alpha=0.5, lw=4)
         P.label(ax, "alpha", "effect vs unsteered", f"{emotion}: effect on {primary}_{emotion} (bars: random 5-95%)",
                 hline=0)
-    P._save(fig, png_dir / "effect_vs_alpha.png")
+    P.save_figure(fig, png_dir / "effect_vs_alpha.png")
     fig, axes = P.panels(len(emotions))
     for ax, emotion in zip(axes, emotions):
         g = summary[summary["emotion"] == emotion]
@@ -93,7 +81,7 @@ def write_sweep_plots(summary: pd.DataFrame, csv_dir: Path, png_dir: Path, prima
         P.label(ax, "NLL increase (nats/token, unsteered model)", "effect", f"{emotion}: effect vs fluency",
                 legend=False)
         fig.colorbar(sc, ax=ax, label="layer")
-    P._save(fig, png_dir / "effect_vs_fluency.png")
+    P.save_figure(fig, png_dir / "effect_vs_fluency.png")
 
 
 def _effect_entry(r, primary: str) -> dict:
@@ -110,11 +98,12 @@ def _effect_entry(r, primary: str) -> dict:
             "n": int(r["n"] if isinstance(r, pd.Series) else r.n)}
 
 
-def single_metrics(parts: dict, s, alpha: float, n_conditions: int, seconds: float) -> dict:
+def single_metrics(parts: dict, common: SteeringCommonParams, single: SteeringParams, alpha: float,
+                   n_conditions: int, seconds: float) -> dict:
     """metrics/steering_alpha.json: effects at the chosen alpha per prompt set and variant, each with its CI,
     random null (neutral prompts), fluency."""
-    primary = s.primary_metric
-    out = {"model": s.model, "alpha": alpha, "layer": s.layer, "primary_metric": primary,
+    primary = common.primary_metric
+    out = {"model": common.model, "alpha": alpha, "layer": single.layer, "primary_metric": primary,
            "n_conditions": n_conditions,
            "timing": {"seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb()}}
     for name, frame in parts.items():
