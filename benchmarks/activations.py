@@ -24,11 +24,11 @@ def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype: tor
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n**3 / best
 
 
-def _timed(fn, device: str = "cpu") -> float:
+def timed(fn, device: str = "cpu") -> float:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def main() -> None:
     batches = [pad_right([rows[i] for i in order[b:b + args.batch_size]], plain.tokenizer.pad_token_id)
                for b in range(0, len(order), args.batch_size)]
     with torch.inference_mode():
-        seconds = _timed(lambda: [plain.hf_model(input_ids=ids, attention_mask=mask) for ids, mask in batches])
+        seconds = timed(lambda: [plain.hf_model(input_ids=ids, attention_mask=mask) for ids, mask in batches])
     full = tokens / seconds
 
     names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
@@ -85,7 +85,7 @@ def main() -> None:
                 for pos in positions:
                     idx = [r.end_pos] if pos == "sentence_end" else r.emotion_positions
                     _ = [cache[n][0, idx].mean(0) for n in names]
-        naive_rate = naive_tokens / _timed(naive)
+        naive_rate = naive_tokens / timed(naive)
 
     inside, head = block_params(plain.hf_model)
     mfu_ours = ours * 2 * inside / peak

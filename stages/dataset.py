@@ -3,6 +3,7 @@
 
 from emotion_circuits import cli, data
 from emotion_circuits.store import paths
+from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import staged_outputs, write_json, write_parquet
 
 
@@ -14,13 +15,13 @@ def run(params, args) -> None:
     lexicons = data.load_lexicons(p.lexicons)
     metrics.update(n_real_world=len(real_world), n_steering_prompts=len(prompts),
                    lexicon_sizes={k: len(v) for k, v in lexicons.items()})
-    with staged_outputs(*paths.STAGES["dataset"].targets()) as (out, metrics_path):
+    with staged_outputs(*paths.STAGES["dataset"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
         write_parquet(out / "sentences.parquet", sentences)
         write_parquet(out / "real_world.parquet", real_world)
         write_parquet(out / "steering_prompts.parquet", prompts)
         write_json(out / "lexicons.json", lexicons)
-        write_json(metrics_path, metrics)
+        live.log_metrics(metrics)
 
 
 if __name__ == "__main__":

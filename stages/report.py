@@ -10,16 +10,18 @@ from emotion_circuits.errors import DataError
 from emotion_circuits.store.io import read_json, staged_outputs
 
 DEFAULT_DEPS = [R.DATASET, R.ACTIVATIONS, R.VECTORS, R.ALIGNMENT, R.STEERING, R.SINGLE, R.STATS,
-                *(str(paths.STAGES[name].out / "plots") for name in ("vectors", "alignment", "steering_sweep",
-                                                                      "statistics"))]
+                *(str(paths.STAGES[name].plots) for name in ("vectors", "alignment", "steering_sweep", "statistics",
+                                                              "head_screening"))]
 
 
 def run(params, args) -> None:
     deps = R.stage_deps(Path("dvc.yaml"), "report") or DEFAULT_DEPS
-    metrics, figures = {}, {}
+    metrics, figures, notes = {}, {}, ""
     for dep in deps:
         path = Path(dep)
-        if dep.startswith("metrics/") and path.suffix == ".json":
+        if dep == R.MEASUREMENTS:
+            notes = path.read_text(encoding="utf-8") if path.exists() else ""
+        elif dep.startswith("metrics/") and path.suffix == ".json":
             if not path.exists():
                 raise DataError(f"{dep} not found: run the stage that writes it first (`dvc repro`)")
             metrics[dep] = read_json(path)
@@ -30,7 +32,8 @@ def run(params, args) -> None:
                 figures[R.figure_name(png)] = png
     if R.STATS not in metrics:
         raise DataError(f"the report needs {R.STATS} among its deps (run the statistics stage)")
-    doc = R.build(metrics, figures, R.reproducibility(Path("dvc.lock"), Path("dvc.yaml"), "report"), R.versions())
+    doc = R.build(metrics, figures, R.reproducibility(Path("dvc.lock"), Path("dvc.yaml"), "report"), R.versions(),
+                  notes)
     with staged_outputs(*paths.STAGES["report"].targets()) as (out,):
         R.write(doc, figures, out)
 

@@ -7,17 +7,17 @@ from tqdm.auto import tqdm
 from emotion_circuits import cli
 from emotion_circuits.store import paths
 from emotion_circuits.directions import vectors as vec
-from emotion_circuits.model.extraction import load_activations, model_dirname
-from emotion_circuits.store.io import staged_outputs, write_json, write_parquet, write_tensors
+from emotion_circuits.store.activations import load_activations, model_dirname
+from emotion_circuits.reporting.live import stage_live
+from emotion_circuits.store.io import staged_outputs, write_parquet, write_tensors
 
 
 def run(params, args) -> None:
     p = params.vectors
     tables: dict[str, list] = {"norms": [], "cosines": [], "probes": [], "pca": []}
     vectors_by_model = {}
-    with staged_outputs(*paths.STAGES["vectors"].targets()) as (out, metrics_path, plots):
+    with staged_outputs(*paths.STAGES["vectors"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
-        plots.mkdir()
         jobs = [(m, pos) for m in params.models for pos in params.activations.positions]
         for model, position in tqdm(jobs, desc="vectors", disable=args.no_progress):
             index, acts = load_activations(paths.ACTIVATIONS / model_dirname(model), position)
@@ -32,8 +32,8 @@ def run(params, args) -> None:
         frames = {k: pd.DataFrame(v) for k, v in tables.items()}
         for key, frame in frames.items():
             write_parquet(out / f"{key}.parquet", frame)
-        vec.write_plots(frames, plots, out / "plots")
-        write_json(metrics_path, vec.summarise(frames, vectors_by_model, params.models))
+        vec.write_plots(frames, live)
+        live.log_metrics(vec.summarise(frames, vectors_by_model, params.models))
 
 
 if __name__ == "__main__":

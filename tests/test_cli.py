@@ -32,7 +32,8 @@ def test_dataset_stage_writes_outs_on_good_input(tmp_path):
     project = _project(tmp_path, dataset={"profile": "smoke"})
     out = run_module("stages.dataset", cwd=project)
     assert out.returncode == 0, out.stderr
-    assert (project / "results/dataset/sentences.parquet").exists() and (project / "metrics/dataset.json").exists()
+    assert (project / "results/dataset/sentences.parquet").exists()
+    assert (project / "metrics/dataset/metrics.json").exists()
 
 
 def test_bad_dataset_gives_one_line_error_and_no_outs(tmp_path):
@@ -118,7 +119,7 @@ def test_stage_paths_agree_with_dvc_yaml():
     assert sorted(stages) == sorted(paths.STAGES)
     for name, stage in stages.items():
         outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
-        assert outs == {str(p) for p in paths.STAGES[name].targets()}, name
+        assert outs == {str(p) for p in paths.STAGES[name].dvc_outs()}, name
         assert "src/emotion_circuits/store/paths.py" in stage["deps"], name
 
 
@@ -185,3 +186,32 @@ def test_every_library_module_a_stage_runs_is_a_dvc_dep():
         assert not missing, f"stage {name}: add to its deps in dvc.yaml: {sorted(missing)}"
         extra = {d for d in stage["deps"] if d.startswith("src/")} - needed
         assert not extra, f"stage {name}: deps it does not import (a change there reruns it for nothing): {extra}"
+
+
+def test_no_private_name_is_used_across_modules():
+    """A `_name` is its module's own: no library, stage or benchmark file imports one from the library or reaches
+    one through a library module (`H._helper`); what others need is public (and so documented and tested)."""
+    import ast
+
+    offenders = []
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("emotion_circuits"):
+                offenders += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
+                modules |= {a.asname or a.name for a in node.names if _resolve(f"{node.module}.{a.name}")}
+        offenders += [f"{path.name}: {n.value.id}.{n.attr}" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                      and isinstance(n.value, ast.Name) and n.value.id in modules and n.attr.startswith("_")]
+    assert not offenders, offenders
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Functions of the library, stages and benchmarks stay under ~60 lines: a reader sees one on one screen."""
+    import ast
+
+    long = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long

@@ -44,20 +44,25 @@ def project(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, repo / name)
     for name in ("data", "stages", "src"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (repo / "metrics").mkdir()
+    shutil.copy(ROOT / "metrics/measurements.md", repo / "metrics/measurements.md")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = ["tiny-llama", "tiny-gpt2", "tiny-bert"]
     params["dataset"]["profile"] = "smoke"
     params["dataset"]["smoke_per_emotion"] = 40
     params["alignment"].update(reduce_dim=8, ks=[2, 4], k_report=2, n_random=50, n_perm=5, n_noise=3,
                                n_cka_perm=5, n_layer_pairs=2)
-    params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], n_prompts=3, n_random=3,
-                              random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
-                              single_random=2)
+    params["steering_common"].update(model="tiny-llama", max_new_tokens=4)
+    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=3, n_random=3, random_alphas=[2],
+                                    random_prompts=3)
+    params["steering"].update(layer=1, n_prompts=3, n_random=2)
     params["cross_steering"].update(n_prompts=3, n_random=3)  # auto: the two causal tiny models
     params["statistics"].update(n_boot=200, n_perm=200)
     params["execution"].update(chunk_size=8)  # several chunks per stage, so the Ray test really splits the work
-    params["heads"].update(model="tiny-llama", n_sentences=4, batch_size=4, top_k=2, n_random_sets=3, n_neurons=4,
-                           n_tokens=3, evaluate_top_n=1, n_generate=2, max_new_tokens=3)
+    params["heads"].update(model="tiny-llama", n_sentences=4, batch_size=4)
+    params["head_screening"].update(evaluate_top_n=1, n_generate=2, max_new_tokens=3)
+    params["head_patching"].update(top_k=2, n_random_sets=3)
+    params["circuits"].update(n_neurons=4, n_random_sets=3, n_tokens=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     dvc("init", "-q", cwd=repo)
@@ -74,29 +79,29 @@ def test_repro_produces_outs_and_metrics(project):
         model_dir = project / "results/activations" / model
         assert {"index.parquet", "sentence_end", "emotion_tokens"} <= {p.name for p in model_dir.iterdir()}
         assert sorted(p.name for p in (model_dir / "sentence_end").iterdir()) == ["shard-00000.safetensors"]
-    metrics = json.loads((project / "metrics/activations.json").read_text())
+    metrics = json.loads((project / "metrics/activations/metrics.json").read_text())
     assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 160
     assert "tiny-gpt2__random-init" in metrics["models"]  # the alignment stage's null model
     assert metrics["timing"]["tiny-llama"]["peak_rss_mb"] > 0
     lock = (project / "dvc.lock").read_text()
     assert all(f"results/{stage}" in lock for stage in ("activations", "vectors", "alignment"))
-    vectors = json.loads((project / "metrics/vectors.json").read_text())
+    vectors = json.loads((project / "metrics/vectors/metrics.json").read_text())
     assert "best_layer" in vectors["models"]["tiny-llama"]["sentence_end"]
     geometry = vectors["cross_model_cosine"]["tiny-llama|tiny-gpt2|sentence_end"]  # widths 64 vs 48: width-free
     first = next(v for k, v in geometry.items() if k != "method")
     assert set(first["a"]) == set(first["b"]) == {"gratitude|anger", "gratitude|apology", "anger|apology"}
     assert 0 <= first["mean_abs_difference"] <= 2
-    alignment = json.loads((project / "metrics/alignment.json").read_text())
+    alignment = json.loads((project / "metrics/alignment/metrics.json").read_text())
     assert len(alignment["pairs"]) == 9
     assert "(ok)" in alignment["pairs"]["tiny-gpt2->tiny-gpt2"]["verdict"]
     assert (project / "results/alignment/scores.parquet").exists()
-    assert (project / "results/alignment/plots/ksweep.png").exists()
-    steering = json.loads((project / "metrics/steering.json").read_text())
+    assert (project / "metrics/alignment/plots/images/ksweep.png").exists()
+    steering = json.loads((project / "metrics/steering_sweep/metrics.json").read_text())
     assert set(steering["best"]) == {"gratitude", "anger", "apology"}
     assert steering["best"]["anger"]["with_controls"]["random_q95"] is not None
-    single = json.loads((project / "metrics/steering_alpha.json").read_text())
+    single = json.loads((project / "metrics/steering/metrics.json").read_text())
     assert single["alpha"] == 0.8
-    cross = json.loads((project / "metrics/cross_steering.json").read_text())
+    cross = json.loads((project / "metrics/cross_steering/metrics.json").read_text())
     assert set(cross["pairs"]) == {"tiny-llama->tiny-gpt2", "tiny-gpt2->tiny-llama"}
     to_gpt2 = cross["pairs"]["tiny-llama->tiny-gpt2"]
     assert to_gpt2["steer_site"] == f"blocks.{int(to_gpt2['target_layer'].split('.')[1]) + 1}.hook_resid_pre"
@@ -114,13 +119,14 @@ def test_repro_produces_outs_and_metrics(project):
 def test_statistics_and_report_build_and_every_report_number_is_traceable(project):
     from .test_report import check_traceable
 
-    stats = json.loads((project / "metrics/statistics.json").read_text())
+    stats = json.loads((project / "metrics/statistics/metrics.json").read_text())
     assert {"steering_sweep", "steering", "cross_steering"} <= set(stats["families"])
     anger = stats["headline"]["steering_sweep"]["anger"]
     assert anger["test"] == "two_sample_vs_null" and anger["n"] == 3 and anger["n_null"] == 9
     assert 0 <= anger["p_adj"] <= 1 and stats["power"]["n_per_group_two_sample"]["d=0.5"] == 64
     assert "tiny-llama->tiny-gpt2" in stats["alignment_k"]["pairs"]
-    for name in ("effects.parquet", "effect_samples.parquet", "k_selection.parquet", "plots/steering_sweep_d.png"):
+    assert (project / "metrics/statistics/plots/images/steering_sweep_d.png").exists()
+    for name in ("effects.parquet", "effect_samples.parquet", "k_selection.parquet"):
         assert (project / "results/statistics" / name).exists()
     report = project / "results/report"
     md, html = (report / "index.md").read_text(), (report / "index.html").read_text()
@@ -134,14 +140,29 @@ def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):
     out = dvc("repro", cwd=project)
     assert "Running stage" not in out
     before = {k: p.read_bytes() for k, p in files(project / "results").items()}
-    metrics_before = {p.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*.json")}
+    metrics_before = {p.parent.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*/metrics.json")}
+    live_before = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("metrics.json")}
     dvc("repro", "-f", cwd=project)
     after = {k: p.read_bytes() for k, p in files(project / "results").items()}
     assert before.keys() == after.keys() and all(before[k] == after[k] for k in before)
-    metrics_after = {p.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*.json")}
+    metrics_after = {p.parent.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*/metrics.json")}
+    live_after = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("metrics.json")}
+    assert live_before.keys() == live_after.keys() and live_before == live_after  # plots, images, dvc.yaml
     for name in metrics_before:  # wall-clock figures under `timing` are the only exception
         metrics_before[name].pop("timing", None), metrics_after[name].pop("timing", None)
     assert metrics_before == metrics_after
+
+
+def test_dvc_reads_every_stage_s_dvclive_files(project):
+    """No plot wiring in dvc.yaml: DVC finds each stage's metrics and plots through the dvc.yaml dvclive writes."""
+    assert "plots" not in yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=project))
+    files_shown = {f for rev in shown.values() for f in rev.get("data", {})}
+    assert {f"metrics/{s}/metrics.json" for s in ("dataset", "vectors", "alignment", "statistics")} <= files_shown
+    plots = json.loads(dvc("plots", "show", "--json", cwd=project))["data"]
+    assert "metrics/vectors/plots/custom/norms/tiny-llama_sentence_end.json" in plots
+    assert any(name.startswith("metrics/head_screening/plots/images/heatmap_") for name in plots)
+    assert any(name.startswith("metrics/statistics/plots/custom/steering_d/") for name in plots)
 
 
 def test_exp_run_sets_any_param_and_params_diff_shows_it(project):
@@ -178,9 +199,8 @@ def test_ray_executor_gives_byte_identical_outs(project, tmp_path):
     params["executor"] = "ray"
     params["execution"].update(ray_workers=2)
     (ray_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage, out_dir, metrics in (("activations", "activations", "activations.json"),
-                                    ("steering_sweep", "steering_sweep", "steering.json"),
-                                    ("head_screening", "head_screening", "heads.json")):
+    for stage in ("activations", "steering_sweep", "head_screening"):
+        out_dir, metrics = stage, f"{stage}/metrics.json"
         shutil.rmtree(ray_repo / "results" / out_dir)
         out = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--no-progress"], cwd=ray_repo, env=ENV,
                              capture_output=True, text=True, timeout=600)

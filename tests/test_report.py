@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_circuits.reporting import report as R
-from emotion_circuits.stats import effects as S
+from emotion_circuits.stats import samples as S
 
 from .conftest import ROOT, run_module
 
@@ -71,7 +71,7 @@ def _effect(d, low, high, p_adj, significant, **extra):
             "mde_d": 0.9, "layer": 3, "alpha": 2.0, "power_d0.5": 0.4, **extra}
 
 
-def _metrics() -> dict:
+def readout_metrics() -> dict:
     strong = _effect(1.234, 0.91, 1.52, 0.0004, True)
     weak = {**_effect(0.1, -0.3, 0.5, 0.8, False), "effect": "gratitude/blocks.3.hook_resid_pre/alpha=2/p_gratitude",
             "emotion": "gratitude", "metric": "p_gratitude"}
@@ -100,7 +100,7 @@ def _write(root: Path, metrics: dict, figures: dict | None = None) -> None:
 
 
 def test_verdicts_follow_the_numbers_and_every_number_is_traceable(tmp_path):
-    _write(tmp_path, _metrics())
+    _write(tmp_path, readout_metrics())
     md = (tmp_path / "results/report/index.md").read_text()
     anger = next(p for p in md.split("\n\n") if p.startswith("**anger** (steering sweep"))
     assert "d = 1.23 [0.91, 1.52]" in anger and "p_adj < 0.001" in anger
@@ -114,7 +114,7 @@ def test_verdicts_follow_the_numbers_and_every_number_is_traceable(tmp_path):
 
 
 def test_a_changed_metric_changes_the_verdict(tmp_path):
-    m = _metrics()
+    m = readout_metrics()
     m[R.STATS]["headline"]["steering_sweep"]["anger"].update(p_adj=0.2, significant=False)
     m[R.STATS]["alignment_k"]["pairs"]["m1->m2"].update(k_selected=-1, n_layer_pairs_selecting=0)
     _write(tmp_path, m)
@@ -125,7 +125,7 @@ def test_a_changed_metric_changes_the_verdict(tmp_path):
 
 
 def test_a_number_without_its_source_is_caught(tmp_path):
-    _write(tmp_path, _metrics())
+    _write(tmp_path, readout_metrics())
     path = tmp_path / "results/report/index.md"
     path.write_text(path.read_text().replace("d = 1.23 [0.91", "d = 1.25 [0.91"))
     try:
@@ -148,8 +148,8 @@ def test_html_is_self_contained_and_output_is_deterministic(tmp_path):
     ax.plot(np.arange(3))
     fig.savefig(png, metadata={"Software": None})
     figures = {"alignment__ksweep.png": png}
-    _write(tmp_path / "a", _metrics(), figures)
-    _write(tmp_path / "b", _metrics(), figures)
+    _write(tmp_path / "a", readout_metrics(), figures)
+    _write(tmp_path / "b", readout_metrics(), figures)
     a, b = tmp_path / "a/results/report", tmp_path / "b/results/report"
     html = (a / "index.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "src=\"http" not in html and "<link" not in html
@@ -177,9 +177,9 @@ def test_upstream_stages_and_footer_come_from_dvc_yaml_and_lock(tmp_path):
 
 def test_stage_without_statistics_fails_with_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    (tmp_path / "dvc.yaml").write_text("stages:\n  report:\n    cmd: x\n    deps: [metrics/statistics.json]\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  report:\n    cmd: x\n    deps: [metrics/statistics/metrics.json]\n")
     out = run_module("stages.report", cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip().startswith("error: metrics/statistics.json not found")
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: metrics/statistics/metrics.json not found")
     assert not (tmp_path / "results/report").exists()
 
 
@@ -188,3 +188,73 @@ def test_statistics_stage_without_inputs_fails_with_one_line(tmp_path):
     out = run_module("stages.statistics", cwd=tmp_path)
     assert out.returncode == 2 and "not found: run `dvc repro steering_sweep` first" in out.stderr
     assert not (tmp_path / "results/statistics").exists() and S.SAMPLE_COLUMNS
+
+
+def test_recorded_measurements_are_quoted_after_the_cited_body_and_labelled(tmp_path):
+    m = readout_metrics()
+    for file, data in m.items():
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text(json.dumps(data), encoding="utf-8")
+    notes = "# Steering engine\n\nMeasured once on a GPU: 18,195 tokens/s.\n\n```\nfloat32 1.7 s\n```\n"
+    R.write(R.build(m, {}, ("lock", "{}"), "python", notes), {}, tmp_path / "results/report")
+    md = (tmp_path / "results/report/index.md").read_text()
+    heading = f"## Recorded measurements (from `{R.MEASUREMENTS}`, not recomputed by this run)"
+    assert md.index("## Reproducibility") < md.index(heading) < md.index("18,195 tokens/s") < md.index("## Number")
+    assert "### Steering engine" in md and "```\nfloat32 1.7 s\n```" in md
+    assert check_traceable(tmp_path) > 40  # the quoted numbers are outside the cited body
+
+
+def test_heatmap_limits_are_robust_centred_and_mark_clipped_cells():
+    from emotion_circuits.reporting import plots
+
+    values = np.concatenate([np.linspace(-1, 1, 199), [90.0]])  # one head (L1H5-like) far beyond the rest
+    limit = plots.robust_limit(values)
+    assert 0.9 < limit < 1.0  # the 98th percentile of |values|, not the outlier
+    assert plots.robust_limit(np.array([[0.0, np.nan], [0.0, 0.0]])) == 1.0  # never a zero-width scale
+    assert plots.robust_limit(np.array([0.0, 0.0, 2.0]), 50) == 2.0  # all-but-one zero: the largest value
+    assert plots.colour_extend(values, -limit, limit) == "both"  # the top 2% of |values| lie on both sides
+    assert plots.colour_extend(values, -1, limit) == "max"
+    assert plots.colour_extend(-values, -limit, 1) == "min"
+    assert plots.colour_extend(np.array([-3.0, 3.0]), -1, 1) == "both"
+    assert plots.colour_extend(np.array([-0.5, np.nan, 0.5]), -1, 1) == "neither"
+
+
+def _log_stage(directory: Path, fail: bool = False) -> None:
+    import pandas as pd
+
+    from emotion_circuits.reporting import plots
+    from emotion_circuits.reporting.live import stage_live
+    from emotion_circuits.store.io import staged_outputs
+
+    with staged_outputs(directory / "metrics" / "vectors") as (live_dir,), stage_live(live_dir) as live:
+        live.log_metrics({"models": {"m": {"best_layer": 3, "acc": float("nan")}}, "n": np.int64(2)})
+        live.log_table("norms/m_sentence_end", pd.DataFrame({"layer": [0, 1], "anger": [0.1234567891, np.nan]}),
+                       "layer", ["anger"], y_label="L2 norm")
+        matrix = np.arange(12, dtype=float).reshape(3, 4) - 6
+        plots.heatmap(matrix, list("abc"), list("abcd"), live.figures / "heatmap_anger.png", "t")
+        if fail:
+            raise RuntimeError("stage failed")
+
+
+def test_stage_live_writes_dvclive_files_byte_identically_and_all_or_nothing(tmp_path):
+    import yaml
+
+    _log_stage(tmp_path / "a")
+    _log_stage(tmp_path / "b")
+    a, b = tmp_path / "a/metrics/vectors", tmp_path / "b/metrics/vectors"
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert names == ["dvc.yaml", "metrics.json", "plots/custom/norms/m_sentence_end.json",
+                     "plots/images/heatmap_anger.png"]
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+    assert json.loads((a / "metrics.json").read_text()) == {"models": {"m": {"acc": None, "best_layer": 3}}, "n": 2}
+    assert json.loads((a / "plots/custom/norms/m_sentence_end.json").read_text()) == [
+        {"layer": 0, "anger": 0.123457}, {"layer": 1, "anger": None}]
+    declared = yaml.safe_load((a / "dvc.yaml").read_text())
+    assert declared["metrics"] == ["metrics.json"]  # no step, no timestamp: nothing that changes between runs
+    assert declared["plots"] == ["plots/images", {"plots/custom/norms/m_sentence_end.json": {
+        "template": "simple", "x": "layer", "y": ["anger"], "y_label": "L2 norm"}}]
+    try:
+        _log_stage(tmp_path / "c", fail=True)
+    except RuntimeError:
+        pass
+    assert list((tmp_path / "c/metrics").iterdir()) == []  # nothing written, no staging or figure folders left

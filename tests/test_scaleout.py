@@ -24,8 +24,8 @@ from .conftest import ROOT
 from .test_pipeline import dvc, files, sh
 
 STAGES = ("dataset", "activations", "vectors", "steering_sweep", "steering")
-SWEEP = {  # experiment name -> `-S` overrides; the baseline is steering.layers=[1], alpha=2
-    "sweep-layer2": ["steering.layers=[2]"],  # steering params changed: both steering stages rerun
+SWEEP = {  # experiment name -> `-S` overrides; the baseline is steering_sweep.layers=[1], alpha=2
+    "sweep-layer2": ["steering_sweep.layers=[2]"],  # only the sweep reads its grid: the single-alpha stage stays
     "sweep-alpha4": ["alpha=4"],  # only the single-alpha stage depends on `alpha`
 }
 
@@ -55,9 +55,10 @@ def team(tmp_path_factory) -> Path:
     params["activations"]["random_init_controls"] = False
     params["alpha"] = 2
     # unit=norm: alpha x unit direction x residual norm, so the random tiny model's text actually moves
-    params["steering"].update(model="tiny-llama", layers=[1], alphas=[0, 2], unit="norm", n_prompts=3, n_random=3,
-                              random_alphas=[2], random_prompts=3, max_new_tokens=4, layer=1, single_prompts=3,
-                              single_random=2)
+    params["steering_common"].update(model="tiny-llama", unit="norm", max_new_tokens=4)
+    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=3, n_random=3, random_alphas=[2],
+                                    random_prompts=3)
+    params["steering"].update(layer=1, n_prompts=3, n_random=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     sh("git", "config", "user.name", "t", cwd=repo)  # the queue's workers commit experiments
@@ -110,7 +111,7 @@ def test_queued_sweep_runs_in_workers_and_exp_show_csv_collects_params_and_metri
     layer_log, alpha_log = (dvc("queue", "logs", name, cwd=team) for name in SWEEP)
     for log in (layer_log, alpha_log):
         assert all(f"Stage '{s}' didn't change, skipping" in log for s in ("dataset", "activations", "vectors"))
-    assert "Running stage 'steering_sweep'" in layer_log and "Running stage 'steering'" in layer_log
+    assert "Running stage 'steering_sweep'" in layer_log and "Stage 'steering' didn't change, skipping" in layer_log
     assert "Stage 'steering_sweep' didn't change, skipping" in alpha_log and "Running stage 'steering'" in alpha_log
     assert "nothing to commit" in sh("git", "status", cwd=team)  # the workspace itself is untouched
 
@@ -118,9 +119,9 @@ def test_queued_sweep_runs_in_workers_and_exp_show_csv_collects_params_and_metri
                                                                                     cwd=team)))}
     base, layer2, alpha4 = rows["main"], rows["sweep-layer2"], rows["sweep-alpha4"]
     assert layer2["State"] == alpha4["State"] == "Success"
-    p, sweep, single = "params.yaml", "metrics/steering.json", "metrics/steering_alpha.json"
+    p, sweep, single = "params.yaml", "metrics/steering_sweep/metrics.json", "metrics/steering/metrics.json"
     for row, layers, alpha in ((base, "[1]", "2"), (layer2, "[2]", "2"), (alpha4, "[1]", "4")):  # params columns
-        assert (_col(row, "steering.layers", p), _col(row, "alpha", p)) == (layers, alpha)
+        assert (_col(row, "steering_sweep.layers", p), _col(row, "alpha", p)) == (layers, alpha)
     # metrics columns: the layer variant's sweep metrics (continuation NLL, random null) moved with the layer
     assert [float(_col(r, "best.anger.strongest.layer", sweep)) for r in (base, layer2, alpha4)] == [1, 2, 1]
     nll = "best.anger.strongest.nll_delta"
@@ -137,7 +138,7 @@ def test_queued_sweep_runs_in_workers_and_exp_show_csv_collects_params_and_metri
 
     # a chosen experiment becomes a git branch (or `dvc exp apply` puts it into the workspace)
     dvc("exp", "branch", "sweep-layer2", "layer2", cwd=team)
-    assert yaml.safe_load(sh("git", "show", "layer2:params.yaml", cwd=team))["steering"]["layers"] == [2]
+    assert yaml.safe_load(sh("git", "show", "layer2:params.yaml", cwd=team))["steering_sweep"]["layers"] == [2]
 
 
 def _md5(path: Path) -> str:

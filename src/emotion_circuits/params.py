@@ -121,10 +121,11 @@ class AlignmentParams:
             raise ParamsError(f"alignment.position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
         if self.hook not in HOOKS:
             raise ParamsError(f"alignment.hook must be one of {', '.join(HOOKS)}, got {self.hook!r}")
-        known = ("raw", "zscore", "drop_massive", "seeds")
+        from emotion_circuits.alignment.variants import VARIANTS
+
         for v in self.variants:
-            if v not in known:
-                raise ParamsError(f"alignment.variants: unknown variant {v!r} (allowed: {', '.join(known)})")
+            if v not in VARIANTS:
+                raise ParamsError(f"alignment.variants: unknown variant {v!r} (allowed: {', '.join(VARIANTS)})")
         if self.primary_variant not in self.variants:
             raise ParamsError(f"alignment.primary_variant {self.primary_variant!r} is not in alignment.variants")
         if not all(isinstance(k, int) and k >= 1 for k in self.ks) or self.k_report not in self.ks:
@@ -137,18 +138,26 @@ class AlignmentParams:
             raise ParamsError(f"alignment.massive_share must be in (0, 1), got {self.massive_share!r}")
 
 
+def _check_alphas(section: str, name: str, values: Sequence[Any]) -> None:
+    for a in values:
+        if isinstance(a, bool) or not isinstance(a, (int, float)):
+            raise ParamsError(f"{section}.{name} must be numbers, got {a!r}")
+
+
+def _check_layers(section: str, name: str, values: Sequence[Any]) -> None:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ParamsError(f"{section}.{name} must be non-negative integers, got {list(values)}")
+
+
 @dataclass(frozen=True)
-class SteeringParams:
+class SteeringCommonParams:
+    """The steering engine's knobs shared by `steering_sweep`, `steering` and `cross_steering`: which vectors,
+    where and how they are added (window, schedule, unit), generation, scoring and the model's device."""
+
     model: str = "smollm2-135m"
     vector_position: str = "sentence_end"
     direction: str = "vector"
     emotions: tuple[str, ...] = ("gratitude", "anger", "apology")
-    layers: tuple[int, ...] = (7, 15, 22)
-    alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
-    n_prompts: int = 12
-    n_random: int = 20
-    random_alphas: tuple[float, ...] = (1.0, 2.0)
-    random_prompts: int = 6
     window: str = "last"
     window_n: int = 3
     positions: tuple[int, ...] = ()
@@ -162,42 +171,67 @@ class SteeringParams:
     evaluators: tuple[str, ...] = ("lexicon", "embedding")
     primary_metric: str = "p"
     nll_threshold: float = 1.0
-    layer: int = 15
-    single_prompts: int = 24
-    single_random: int = 10
     device: str = "cpu"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
         from emotion_circuits import EMOTIONS
 
-        _check_device("steering", self.device, self.dtype)
-
-        for name in ("emotions", "layers", "alphas", "random_alphas", "positions", "evaluators"):
+        section = "steering_common"
+        _check_device(section, self.device, self.dtype)
+        for name in ("emotions", "positions", "evaluators"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for e in self.emotions:
             if e not in EMOTIONS:
-                raise ParamsError(f"steering.emotions: unknown emotion {e!r} (allowed: {', '.join(EMOTIONS)})")
-        for a in (*self.alphas, *self.random_alphas):
-            if isinstance(a, bool) or not isinstance(a, (int, float)):
-                raise ParamsError(f"steering alphas must be numbers, got {a!r}")
-        for name in ("layers", "positions"):
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in getattr(self, name)):
-                raise ParamsError(f"steering.{name} must be non-negative integers, got {list(getattr(self, name))}")
-        if self.vector_position not in POSITIONS:
-            raise ParamsError(f"steering.vector_position must be one of {', '.join(POSITIONS)}")
-        if self.window not in ("last", "positions", "generated", "all"):
-            raise ParamsError(f"steering.window must be last, positions, generated or all, got {self.window!r}")
-        if self.schedule not in ("constant", "linear", "exp"):
-            raise ParamsError(f"steering.schedule must be constant, linear or exp, got {self.schedule!r}")
-        if self.direction not in ("vector", "pca1"):
-            raise ParamsError(f"steering.direction must be vector or pca1, got {self.direction!r}")
-        if self.unit not in ("raw", "norm"):
-            raise ParamsError(f"steering.unit must be raw or norm, got {self.unit!r}")
-        if self.primary_metric not in ("p", "lex", "vader"):
-            raise ParamsError(f"steering.primary_metric must be p, lex or vader, got {self.primary_metric!r}")
-        _check_ints("steering", self, ("n_prompts", "n_random", "random_prompts", "max_new_tokens", "batch_size",
-                                       "single_prompts", "single_random"))
+                raise ParamsError(f"{section}.emotions: unknown emotion {e!r} (allowed: {', '.join(EMOTIONS)})")
+        _check_layers(section, "positions", self.positions)
+        choices = {"vector_position": POSITIONS, "window": ("last", "positions", "generated", "all"),
+                   "schedule": ("constant", "linear", "exp"), "unit": ("raw", "norm")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ParamsError(f"{section}.{name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        _check_ints(section, self, ("window_n", "max_new_tokens", "batch_size"))
+        from emotion_circuits.directions.methods import METHODS  # the registries: an extension is one file
+        from emotion_circuits.evaluation import EVALUATORS
+        from emotion_circuits.evaluation.catalog import check_families
+
+        METHODS.check(f"{section}.direction", self.direction)
+        EVALUATORS.check(f"{section}.evaluators", self.evaluators)
+        check_families(f"{section}.primary_metric", [self.primary_metric])
+
+
+@dataclass(frozen=True)
+class SteeringSweepParams:
+    """Stage `steering_sweep`: the layers x alphas grid and its equal-norm random controls."""
+
+    layers: tuple[int, ...] = (7, 15, 22)
+    alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+    n_prompts: int = 12
+    n_random: int = 20
+    random_alphas: tuple[float, ...] = (1.0, 2.0)
+    random_prompts: int = 6
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "alphas", "random_alphas"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check_alphas("steering_sweep", "alphas", self.alphas)
+        _check_alphas("steering_sweep", "random_alphas", self.random_alphas)
+        _check_layers("steering_sweep", "layers", self.layers)
+        _check_ints("steering_sweep", self, ("n_prompts", "n_random", "random_prompts"))
+
+
+@dataclass(frozen=True)
+class SteeringParams:
+    """Stage `steering`: the top-level `alpha` at one layer, over neutral prompts and the real-world texts."""
+
+    layer: int = 15
+    n_prompts: int = 24
+    n_random: int = 10
+
+    def __post_init__(self) -> None:
+        _check_ints("steering", self, ("layer",), 0)
+        _check_ints("steering", self, ("n_prompts", "n_random"))
 
 
 @dataclass(frozen=True)
@@ -253,72 +287,110 @@ class StatisticsParams:
         if not self.power_ds or not all(isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0
                                         for d in self.power_ds):
             raise ParamsError(f"statistics.power_ds must be positive numbers, got {list(self.power_ds)}")
-        for fam in self.metric_families:
-            if fam not in ("p", "lex", "vader", "hf"):
-                raise ParamsError(f"statistics.metric_families: unknown family {fam!r} (allowed: p, lex, vader, hf)")
+        from emotion_circuits.evaluation.catalog import check_families  # the registered evaluators' families
+
+        check_families("statistics.metric_families", self.metric_families)
 
 
 @dataclass(frozen=True)
 class HeadParams:
-    """Stages `head_screening`, `head_patching`, `circuits`: attention heads, MLP neurons, OV/QK circuits."""
+    """The model and sentence selection every head stage (`head_screening`, `head_patching`, `circuits`) reads."""
 
     model: str = "smollm2-135m"
-    ablation: str = "zero"                   # zero | mean (mean z over the screened + neutral sentences)
     split: str = "fit"                       # fit | test | all: where the screened sentences come from
     n_sentences: int = 8                     # per emotion (0 = all of the split); exact screening is ~4 s/sentence
     batch_size: int = 8                      # sentences per clean pass (x n_heads rows per resumed forward)
-    attribution: bool = True                 # also a first-order (attribution) screen of every head, all splits
-    attribution_sentences: int = 0           # per emotion for that screen (0 = every emotional sentence)
-    top_k: int = 5                           # top heads per emotion patched singly and jointly
-    patch_heads: tuple[str, ...] = ()        # explicit heads ("L3H5", ...) instead of the screening's top_k
-    patch_modes: tuple[str, ...] = ("result", "v_only", "pattern_v")
-    n_random_sets: int = 10                  # random-head / random-neuron control sets (same size)
-    n_neurons: int = 20                      # top salient MLP neurons ablated jointly per emotion
-    n_tokens: int = 10                       # rows of the OV/QK top-token tables
-    evaluate_top_n: int = 2                  # top heads per emotion re-scored by generation (0 disables)
-    evaluators: tuple[str, ...] = ("lexicon",)
-    n_generate: int = 8                      # emotional sentences continued per head for the generation metric
-    max_new_tokens: int = 16
     prepend_bos: bool = True
     device: str = "cpu"                      # auto = cuda > mps > cpu
     dtype: str = "float32"                   # auto = bfloat16 on GPUs, float32 on CPU
 
     def __post_init__(self) -> None:
-        import re
-
         _check_device("heads", self.device, self.dtype)
-
-        for name in ("patch_heads", "patch_modes", "evaluators"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.ablation not in ("zero", "mean"):
-            raise ParamsError(f"heads.ablation must be zero or mean, got {self.ablation!r}")
         if self.split not in ("fit", "test", "all"):
             raise ParamsError(f"heads.split must be fit, test or all, got {self.split!r}")
+        _check_ints("heads", self, ("n_sentences",), 0)
+        _check_ints("heads", self, ("batch_size",))
+
+
+@dataclass(frozen=True)
+class HeadScreeningParams:
+    """Stage `head_screening`: how heads are knocked out (also what `head_patching` ablates), the attribution
+    screen and the generation metric of the top heads."""
+
+    ablation: str = "zero"                   # zero | mean (mean z over the screened + neutral sentences)
+    attribution: bool = True                 # also a first-order (attribution) screen of every head, all splits
+    attribution_sentences: int = 0           # per emotion for that screen (0 = every emotional sentence)
+    evaluate_top_n: int = 2                  # top heads per emotion re-scored by generation (0 disables)
+    evaluators: tuple[str, ...] = ("lexicon",)
+    n_generate: int = 8                      # emotional sentences continued per head for the generation metric
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        section = "head_screening"
+        object.__setattr__(self, "evaluators", tuple(self.evaluators))
+        if self.ablation not in ("zero", "mean"):
+            raise ParamsError(f"{section}.ablation must be zero or mean, got {self.ablation!r}")
+        if not isinstance(self.attribution, bool):
+            raise ParamsError(f"{section}.attribution must be true or false, got {self.attribution!r}")
+        _check_ints(section, self, ("evaluate_top_n", "attribution_sentences"), 0)
+        _check_ints(section, self, ("n_generate", "max_new_tokens"))
+        from emotion_circuits.evaluation import EVALUATORS
+
+        EVALUATORS.check(f"{section}.evaluators", self.evaluators)
+
+
+@dataclass(frozen=True)
+class HeadPatchingParams:
+    """Stage `head_patching`: which heads are ablated and patched, in which modes, against how many random sets."""
+
+    top_k: int = 5                           # top heads per emotion patched singly and jointly (also circuits')
+    patch_heads: tuple[str, ...] = ()        # explicit heads ("L3H5", ...) instead of the screening's top_k
+    patch_modes: tuple[str, ...] = ("result", "v_only", "pattern_v")
+    n_random_sets: int = 10                  # random same-size head sets
+
+    def __post_init__(self) -> None:
+        import re
+
+        section = "head_patching"
+        for name in ("patch_heads", "patch_modes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         for mode in self.patch_modes:
             if mode not in ("result", "v_only", "pattern_v"):
-                raise ParamsError(f"heads.patch_modes: unknown mode {mode!r} (allowed: result, v_only, pattern_v)")
+                raise ParamsError(f"{section}.patch_modes: unknown mode {mode!r} (allowed: result, v_only, "
+                                  f"pattern_v)")
         for head in self.patch_heads:
             if not isinstance(head, str) or not re.fullmatch(r"L\d+H\d+", head):
-                raise ParamsError(f"heads.patch_heads entries look like 'L3H5', got {head!r}")
-        if not isinstance(self.attribution, bool):
-            raise ParamsError(f"heads.attribution must be true or false, got {self.attribution!r}")
-        _check_ints("heads", self, ("n_sentences", "evaluate_top_n", "attribution_sentences"), 0)
-        _check_ints("heads", self, ("batch_size", "top_k", "n_random_sets", "n_neurons", "n_tokens", "n_generate",
-                                    "max_new_tokens"))
-        for ev in self.evaluators:
-            if ev not in ("lexicon", "embedding", "hf"):
-                raise ParamsError(f"heads.evaluators: unknown evaluator {ev!r} (allowed: lexicon, embedding, hf)")
+                raise ParamsError(f"{section}.patch_heads entries look like 'L3H5', got {head!r}")
+        _check_ints(section, self, ("top_k", "n_random_sets"))
+
+
+@dataclass(frozen=True)
+class CircuitParams:
+    """Stage `circuits`: MLP neurons ablated against random neuron sets, and the OV/QK token tables."""
+
+    n_neurons: int = 20                      # top salient MLP neurons ablated jointly per emotion
+    n_random_sets: int = 10                  # random same-size neuron sets
+    n_tokens: int = 10                       # rows of the OV/QK top-token tables
+
+    def __post_init__(self) -> None:
+        _check_ints("circuits", self, ("n_neurons", "n_random_sets", "n_tokens"))
 
 
 @dataclass(frozen=True)
 class ExecutionParams:
-    """How heavy stages fan out when `executor: ray` (identical chunks, and so identical outs, under `local`)."""
+    """How heavy stages fan out when `executor: ray` (identical chunks, and so identical outs, under `local`).
+
+    `executor` is the top-level `executor` key (`Params` copies it in), so this one frozen object is all that
+    `runtime.executor` needs, and all that a stage hands it."""
 
     chunk_size: int = 512
     ray_address: str | None = None
     ray_workers: int = 2
+    executor: str = "local"
 
     def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ParamsError(f"executor must be local or ray, got {self.executor!r}")
         _check_ints("execution", self, ("chunk_size", "ray_workers"))
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ParamsError(f"execution.ray_address must be null or a string, got {self.ray_address!r}")
@@ -328,21 +400,30 @@ class ExecutionParams:
 class Params:
     seed: int = 0
     models: tuple[str, ...] = ("smollm2-135m",)
+    # data and extraction
     dataset: DatasetParams = field(default_factory=DatasetParams)
     activations: ActivationParams = field(default_factory=ActivationParams)
+    # geometry across models
     vectors: VectorParams = field(default_factory=VectorParams)
     alignment: AlignmentParams = field(default_factory=AlignmentParams)
+    # steering (top-level `alpha`: the single-condition stage's strength)
+    alpha: float = 0.8
+    steering_common: SteeringCommonParams = field(default_factory=SteeringCommonParams)
+    steering_sweep: SteeringSweepParams = field(default_factory=SteeringSweepParams)
     steering: SteeringParams = field(default_factory=SteeringParams)
     cross_steering: CrossSteeringParams = field(default_factory=CrossSteeringParams)
-    statistics: StatisticsParams = field(default_factory=StatisticsParams)
+    # heads and neurons
     heads: HeadParams = field(default_factory=HeadParams)
-    alpha: float = 0.8
+    head_screening: HeadScreeningParams = field(default_factory=HeadScreeningParams)
+    head_patching: HeadPatchingParams = field(default_factory=HeadPatchingParams)
+    circuits: CircuitParams = field(default_factory=CircuitParams)
+    # testing, and where heavy stages run
+    statistics: StatisticsParams = field(default_factory=StatisticsParams)
     executor: str = "local"
     execution: ExecutionParams = field(default_factory=ExecutionParams)
 
     def __post_init__(self) -> None:
-        if self.executor not in ("local", "ray"):
-            raise ParamsError(f"executor must be local or ray, got {self.executor!r}")
+        object.__setattr__(self, "execution", dataclasses.replace(self.execution, executor=self.executor))
         object.__setattr__(self, "models", tuple(self.models))
         if not self.models:
             raise ParamsError("models must list at least one model")
@@ -390,6 +471,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if unknown:
         raise ParamsError(f"{path}: unknown top-level key(s): {', '.join(map(str, unknown))}")
     top = {k: raw[k] for k in scalars if k in raw}
+    if isinstance(raw.get("execution"), dict) and "executor" in raw["execution"]:
+        raise ParamsError(f"{path}: execution.executor is not a key: set the top-level `executor`")
     return Params(
         execution=_build(ExecutionParams, raw.get("execution"), "execution"),
         **top,
@@ -397,8 +480,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         activations=_build(ActivationParams, raw.get("activations"), "activations"),
         vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
         alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
+        steering_common=_build(SteeringCommonParams, raw.get("steering_common"), "steering_common"),
+        steering_sweep=_build(SteeringSweepParams, raw.get("steering_sweep"), "steering_sweep"),
         steering=_build(SteeringParams, raw.get("steering"), "steering"),
         cross_steering=_build(CrossSteeringParams, raw.get("cross_steering"), "cross_steering"),
         statistics=_build(StatisticsParams, raw.get("statistics"), "statistics"),
         heads=_build(HeadParams, raw.get("heads"), "heads"),
+        head_screening=_build(HeadScreeningParams, raw.get("head_screening"), "head_screening"),
+        head_patching=_build(HeadPatchingParams, raw.get("head_patching"), "head_patching"),
+        circuits=_build(CircuitParams, raw.get("circuits"), "circuits"),
     )

@@ -35,6 +35,12 @@ class Registry(Generic[T]):
             raise ParamsError(f"unknown {self.kind} {name!r} (registered: {', '.join(self.names()) or 'none'})")
         return self._items[name]
 
+    def check(self, knob: str, names) -> None:
+        """Each of `names` (one name or a list) is registered; else one ParamsError naming the params key."""
+        for name in [names] if isinstance(names, str) else names:
+            if name not in self._items:
+                raise ParamsError(f"{knob}: unknown {self.kind} {name!r} (registered: {', '.join(self.names())})")
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -249,6 +249,8 @@ STATS, DATASET, ACTIVATIONS, VECTORS, ALIGNMENT, STEERING, SINGLE = (
                                                  "steering_sweep", "steering"))
 
 CROSS = str(paths.STAGES["cross_steering"].metrics)
+# hand-recorded measurements (benchmarks, GPU runs) the report quotes in a labelled section
+MEASUREMENTS = str(paths.METRICS / "measurements.md")
 
 QUESTION = ("Do different language models hold the same emotion subspace (gratitude, anger, apology, against "
             "neutral) in different coordinates, and can we causally steer a model along it? Every effect below "
@@ -258,7 +260,7 @@ QUESTION = ("Do different language models hold the same emotion subspace (gratit
 
 
 def figure_name(path: Path) -> str:
-    parts = [p for p in Path(path).with_suffix("").parts if p not in ("results", "metrics", "plots")]
+    parts = [p for p in Path(path).with_suffix("").parts if p not in ("results", "metrics", "plots", "images")]
     return "__".join(parts) + ".png"
 
 
@@ -400,26 +402,24 @@ def width_free_verdicts(doc: Doc, m: dict[str, Any], a: str, b: str) -> None:
               f"{c.num(ALIGNMENT, base + ['best_layer_pair'], 'str')}.", c)
 
 
-def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], env: str) -> Doc:
-    doc = Doc()
-    figs_used: set[str] = set()
+class Figures:
+    """The figures the report may show; `add` places one (if it exists) and remembers it for "Other figures"."""
 
-    def fig(name: str, alt: str) -> None:
-        if name in figures:
-            doc.img(name, alt)
-            figs_used.add(name)
+    def __init__(self, doc: Doc, figures: dict[str, Path]):
+        self.doc, self.figures, self.used = doc, figures, set()
 
-    doc.h(1, "Emotion circuits: report")
-    doc.h(2, "Question")
-    doc.p(QUESTION)
-    llm_pair_lead(doc, m, fig)
+    def add(self, name: str, alt: str) -> None:
+        if name in self.figures:
+            self.doc.img(name, alt)
+            self.used.add(name)
 
+
+def models_and_data_section(doc: Doc, m: dict[str, Any]) -> None:
     doc.h(2, "Models and data")
     if DATASET in m:
         c = Cite(m)
-        counts = m[DATASET]["counts"]
-        per = ", ".join(f"{c.num(DATASET, ['counts', e, 'fit'], 'int')} fit + {c.num(DATASET, ['counts', e, 'test'], 'int')}"
-                        f" test {e}" for e in counts)
+        per = ", ".join(f"{c.num(DATASET, ['counts', e, 'fit'], 'int')} fit + "
+                        f"{c.num(DATASET, ['counts', e, 'test'], 'int')} test {e}" for e in m[DATASET]["counts"])
         doc.p(f"Sentences: {c.num(DATASET, ['n_rows'], 'int')} ({per}); "
               f"{c.num(DATASET, ['n_steering_prompts'], 'int')} neutral steering prompts and "
               f"{c.num(DATASET, ['n_real_world'], 'int')} real-world texts.", c)
@@ -427,78 +427,90 @@ def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], e
         c = Cite(m)
         models = m[ACTIVATIONS]["models"]
         real = [x for x in models if not x.endswith("__random-init")]
-        desc = "; ".join(f"`{c.num(ACTIVATIONS, ['models', x], 'key')}` ({c.num(ACTIVATIONS, ['models', x, 'n_layers'], 'int')}"
-                         f" layers, d_model {c.num(ACTIVATIONS, ['models', x, 'd_model'], 'int')})" for x in real)
-        nulls = [x for x in models if x.endswith("__random-init")]
-        doc.p(f"Models: {desc}." + (f" Random-initialised copies ({', '.join('`' + c.num(ACTIVATIONS, ['models', x], 'key') + '`' for x in nulls)}) "
-                                    "serve as nulls." if nulls else ""), c)
+        desc = "; ".join(f"`{c.num(ACTIVATIONS, ['models', x], 'key')}` "
+                         f"({c.num(ACTIVATIONS, ['models', x, 'n_layers'], 'int')} layers, d_model "
+                         f"{c.num(ACTIVATIONS, ['models', x, 'd_model'], 'int')})" for x in real)
+        nulls = ", ".join("`" + c.num(ACTIVATIONS, ["models", x], "key") + "`"
+                          for x in models if x.endswith("__random-init"))
+        doc.p(f"Models: {desc}." + (f" Random-initialised copies ({nulls}) serve as nulls." if nulls else ""), c)
     if STEERING in m:
         c = Cite(m)
         doc.p(f"Steering runs on `{c.num(STEERING, ['model'], 'str')}`; effects are measured with the offline "
               f"evaluators, primary metric `{c.num(STEERING, ['primary_metric'], 'str')}` (embedding classifier, "
               f"test accuracy {c.num(STEERING, ['embedding_evaluator_test_accuracy'], 'f2')}).", c)
 
-    if VECTORS in m:
-        doc.h(2, "Emotion directions")
-        for model, entry in m[VECTORS]["models"].items():
-            if "sentence_end" not in entry:
-                continue
-            c = Cite(m)
-            k = ["models", model, "sentence_end"]
-            acc, shuf = entry["sentence_end"].get("probe_accuracy_at_best"), entry["sentence_end"].get("shuffled_accuracy_at_best")
-            ok = acc is not None and shuf is not None and acc > shuf
-            doc.p(f"`{c.num(VECTORS, ['models', model], 'key')}`: a linear probe separates the four classes at the "
-                  f"sentence end with test accuracy {c.num(VECTORS, k + ['probe_accuracy_at_best'], 'f2')} at layer "
-                  f"{c.num(VECTORS, k + ['best_layer'], 'int')}; the same probe on shuffled labels reaches "
-                  f"{c.num(VECTORS, k + ['shuffled_accuracy_at_best'], 'f2')}. "
-                  + ("**Verdict: emotion is linearly decodable beyond the shuffled-label null.**" if ok else
-                     "**Verdict: not decodable beyond the shuffled-label null.**"), c)
-        fig("vectors__probe_accuracy.png", "Probe accuracy per layer (shuffled-label null alongside)")
-        fig("vectors__norms.png", "Emotion vector norms per layer")
 
-    if ALIGNMENT in m or (STATS in m and "alignment_k" in m[STATS]):
-        doc.h(2, "Shared subspace across models")
-        for pair, entry in (m.get(ALIGNMENT, {}).get("pairs") or {}).items():
-            a, b = pair.split("->")
-            if a == b:
-                continue
+def directions_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
+    if VECTORS not in m:
+        return
+    doc.h(2, "Emotion directions")
+    for model, entry in m[VECTORS]["models"].items():
+        if "sentence_end" not in entry:
+            continue
+        c = Cite(m)
+        k = ["models", model, "sentence_end"]
+        acc = entry["sentence_end"].get("probe_accuracy_at_best")
+        shuf = entry["sentence_end"].get("shuffled_accuracy_at_best")
+        ok = acc is not None and shuf is not None and acc > shuf
+        doc.p(f"`{c.num(VECTORS, ['models', model], 'key')}`: a linear probe separates the four classes at the "
+              f"sentence end with test accuracy {c.num(VECTORS, k + ['probe_accuracy_at_best'], 'f2')} at layer "
+              f"{c.num(VECTORS, k + ['best_layer'], 'int')}; the same probe on shuffled labels reaches "
+              f"{c.num(VECTORS, k + ['shuffled_accuracy_at_best'], 'f2')}. "
+              + ("**Verdict: emotion is linearly decodable beyond the shuffled-label null.**" if ok else
+                 "**Verdict: not decodable beyond the shuffled-label null.**"), c)
+    figs.add("vectors__probe_accuracy.png", "Probe accuracy per layer (shuffled-label null alongside)")
+    figs.add("vectors__norms.png", "Emotion vector norms per layer")
+
+
+def k_selection_verdict(doc: Doc, m: dict[str, Any], pair: str, entry: dict[str, Any]) -> None:
+    """How many layer pairs support each k beyond the null band, and the verdict on the selected k."""
+    c = Cite(m)
+    base = ["alignment_k", "pairs", pair]
+    n_pairs = c.num(STATS, base + ["n_layer_pairs"], "int")
+    text = (f"k-selection `{c.num(STATS, base + ['a'], 'str')}` -> `{c.num(STATS, base + ['b'], 'str')}`: "
+            f"the mapped overlap exceeds the null band (the stricter upper quantile of random subspaces and "
+            f"permuted emotion labels) at ")
+    text += ", ".join(f"{c.num(STATS, base + ['by_k', kk, 'n_layer_pairs_supported'], 'int')} of {n_pairs} layer "
+                      f"pairs at k = {kk.split('=')[1]}"
+                      for kk in sorted(entry["by_k"], key=lambda s: int(s.split("=")[1]))) + ". "
+    for kk in entry["by_k"]:  # k values come from the keys of by_k: cite them as keys
+        c.num(STATS, base + ["by_k", kk], "key")
+    k_sel, n_sel, n_all = entry["k_selected"], entry["n_layer_pairs_selecting"], entry["n_layer_pairs"]
+    if k_sel < 0:
+        text += "**Verdict: no subspace dimension is supported beyond the nulls.**"
+    elif 2 * n_sel < n_all:
+        text += (f"**Verdict: no dimension is consistently supported**: the most frequent elbow, k = "
+                 f"{c.num(STATS, base + ['k_selected'], 'int')}, holds at only "
+                 f"{c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of {n_pairs} layer pairs (largest "
+                 f"excess {c.num(STATS, base + ['max_excess'], 'f3')}).")
+    else:
+        text += (f"**Verdict: a shared subspace of dimension k = {c.num(STATS, base + ['k_selected'], 'int')}"
+                 f"** is supported (elbow at {c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of "
+                 f"{n_pairs} layer pairs).")
+    doc.p(text, c)
+
+
+def shared_subspace_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
+    if ALIGNMENT not in m and not (STATS in m and "alignment_k" in m[STATS]):
+        return
+    doc.h(2, "Shared subspace across models")
+    for pair in m.get(ALIGNMENT, {}).get("pairs") or {}:
+        a, b = pair.split("->")
+        if a != b:
             c = Cite(m)
             doc.p(f"Alignment stage verdict: {c.num(ALIGNMENT, ['pairs', pair, 'verdict'], 'str')}", c)
-        for pair, entry in (m.get(STATS, {}).get("alignment_k", {}).get("pairs") or {}).items():
-            if entry["self_pair"]:
-                continue
-            c = Cite(m)
-            base = ["alignment_k", "pairs", pair]
-            text = (f"k-selection `{c.num(STATS, base + ['a'], 'str')}` -> `{c.num(STATS, base + ['b'], 'str')}`: "
-                    f"the mapped overlap exceeds the null band (the stricter upper quantile of random subspaces and "
-                    f"permuted emotion labels) at ")
-            per_k = ", ".join(f"{c.num(STATS, base + ['by_k', kk, 'n_layer_pairs_supported'], 'int')} of "
-                              f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs at k = "
-                              f"{kk.split('=')[1]}" for kk in sorted(entry['by_k'], key=lambda s: int(s.split('=')[1])))
-            # k values come from the keys of by_k: cite them as keys
-            for kk in entry["by_k"]:
-                c.num(STATS, base + ["by_k", kk], "key")
-            text += per_k + ". "
-            k_sel, n_sel, n_all = entry["k_selected"], entry["n_layer_pairs_selecting"], entry["n_layer_pairs"]
-            if k_sel < 0:
-                text += "**Verdict: no subspace dimension is supported beyond the nulls.**"
-            elif 2 * n_sel < n_all:
-                text += (f"**Verdict: no dimension is consistently supported**: the most frequent elbow, k = "
-                         f"{c.num(STATS, base + ['k_selected'], 'int')}, holds at only "
-                         f"{c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of "
-                         f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs (largest excess "
-                         f"{c.num(STATS, base + ['max_excess'], 'f3')}).")
-            else:
-                text += (f"**Verdict: a shared subspace of dimension k = {c.num(STATS, base + ['k_selected'], 'int')}"
-                         f"** is supported (elbow at {c.num(STATS, base + ['n_layer_pairs_selecting'], 'int')} of "
-                         f"{c.num(STATS, base + ['n_layer_pairs'], 'int')} layer pairs).")
-            doc.p(text, c)
-        fig("alignment__ksweep.png", "k-sweep: overlap after the map against its null bands")
-        fig("statistics__k_selection.png", "k-selection: overlap minus the null band per layer pair (supported where > 0)")
-        for name in sorted(figures):
-            if name.startswith("alignment__cka_grid"):
-                fig(name, "Layer x layer linear CKA")
+    for pair, entry in (m.get(STATS, {}).get("alignment_k", {}).get("pairs") or {}).items():
+        if not entry["self_pair"]:
+            k_selection_verdict(doc, m, pair, entry)
+    figs.add("alignment__ksweep.png", "k-sweep: overlap after the map against its null bands")
+    figs.add("statistics__k_selection.png",
+             "k-selection: overlap minus the null band per layer pair (supported where > 0)")
+    for name in sorted(figs.figures):
+        if name.startswith("alignment__cka_grid"):
+            figs.add(name, "Layer x layer linear CKA")
 
+
+def steering_sections(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
     headline = m.get(STATS, {}).get("headline", {})
     if "steering_sweep" in headline:
         doc.h(2, "Steering sweep")
@@ -509,9 +521,9 @@ def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], e
               "covers the whole sweep.")
         for emotion in headline["steering_sweep"]:
             effect_verdict(doc, m, "steering_sweep", emotion, "steering sweep")
-        fig("steering_sweep__effect_vs_alpha.png", "Effect vs alpha per layer, random-direction band")
-        fig("statistics__steering_sweep_d.png", "Cohen's d with bootstrap CIs; stars: BH-significant")
-        fig("steering_sweep__effect_vs_fluency.png", "Effect vs fluency (NLL increase)")
+        figs.add("steering_sweep__effect_vs_alpha.png", "Effect vs alpha per layer, random-direction band")
+        figs.add("statistics__steering_sweep_d.png", "Cohen's d with bootstrap CIs; stars: BH-significant")
+        figs.add("steering_sweep__effect_vs_fluency.png", "Effect vs fluency (NLL increase)")
     if "steering" in headline:
         doc.h(2, "Single-alpha steering")
         doc.p("The steering vector at one alpha on neutral prompts (prompt-only patching) against equal-norm random "
@@ -520,42 +532,48 @@ def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], e
         for emotion in headline["steering"]:
             effect_verdict(doc, m, "steering", emotion, "single alpha")
     for family in headline:
-        if family in ("steering_sweep", "steering"):
-            continue
-        doc.h(2, f"Effects: {family}")
-        for emotion in headline[family]:
-            effect_verdict(doc, m, family, emotion, family)
+        if family not in ("steering_sweep", "steering"):
+            doc.h(2, f"Effects: {family}")
+            for emotion in headline[family]:
+                effect_verdict(doc, m, family, emotion, family)
 
-    if STATS in m:
-        doc.h(2, "Multiple testing and power")
-        for family in m[STATS]["families"]:
-            c = Cite(m)
-            base = ["families", family]
-            doc.p(f"`{c.num(STATS, base, 'key')}`: {c.num(STATS, base + ['n_effects'], 'int')} effects "
-                  f"({c.num(STATS, base + ['n_vs_null'], 'int')} against a matching null, "
-                  f"{c.num(STATS, base + ['n_vs_0'], 'int')} against zero); "
-                  f"{c.num(STATS, base + ['n_significant'], 'int')} significant after Benjamini-Hochberg at "
-                  f"{c.num(STATS, ['settings', 'fdr_alpha'], 'g')} (smallest p_adj "
-                  f"{c.num(STATS, base + ['min_p_adj'], 'p')}). Median n {c.num(STATS, base + ['median_n'], 'g')}"
-                  f"; the median design detects |d| >= {c.num(STATS, base + ['median_mde_d'], 'f2')} at power "
-                  f"{c.num(STATS, ['power', 'power'], 'g')}.", c)
+
+def testing_and_power_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
+    if STATS not in m:
+        return
+    doc.h(2, "Multiple testing and power")
+    for family in m[STATS]["families"]:
         c = Cite(m)
-        pw = m[STATS]["power"]
-        needs = "; ".join(f"{c.num(STATS, ['power', 'n_per_group_two_sample', key], 'int')} per group "
-                          f"(two-sample) or {c.num(STATS, ['power', 'n_one_sample', key], 'int')} (one-sample) for "
-                          f"d = {key.split('=')[1]}" for key in pw["n_per_group_two_sample"])
-        for key in pw["n_per_group_two_sample"]:
-            c.num(STATS, ["power", "n_per_group_two_sample", key], "key")
-        doc.p(f"Power analysis (power {c.num(STATS, ['power', 'power'], 'g')}, two-sided alpha "
-              f"{c.num(STATS, ['power', 'alpha'], 'g')}): {needs}.", c)
-        fig("statistics__pvalues.png", "Permutation p-values per family (flat when there are no effects)")
+        base = ["families", family]
+        doc.p(f"`{c.num(STATS, base, 'key')}`: {c.num(STATS, base + ['n_effects'], 'int')} effects "
+              f"({c.num(STATS, base + ['n_vs_null'], 'int')} against a matching null, "
+              f"{c.num(STATS, base + ['n_vs_0'], 'int')} against zero); "
+              f"{c.num(STATS, base + ['n_significant'], 'int')} significant after Benjamini-Hochberg at "
+              f"{c.num(STATS, ['settings', 'fdr_alpha'], 'g')} (smallest p_adj "
+              f"{c.num(STATS, base + ['min_p_adj'], 'p')}). Median n {c.num(STATS, base + ['median_n'], 'g')}"
+              f"; the median design detects |d| >= {c.num(STATS, base + ['median_mde_d'], 'f2')} at power "
+              f"{c.num(STATS, ['power', 'power'], 'g')}.", c)
+    c = Cite(m)
+    pw = m[STATS]["power"]
+    needs = "; ".join(f"{c.num(STATS, ['power', 'n_per_group_two_sample', key], 'int')} per group "
+                      f"(two-sample) or {c.num(STATS, ['power', 'n_one_sample', key], 'int')} (one-sample) for "
+                      f"d = {key.split('=')[1]}" for key in pw["n_per_group_two_sample"])
+    for key in pw["n_per_group_two_sample"]:
+        c.num(STATS, ["power", "n_per_group_two_sample", key], "key")
+    doc.p(f"Power analysis (power {c.num(STATS, ['power', 'power'], 'g')}, two-sided alpha "
+          f"{c.num(STATS, ['power', 'alpha'], 'g')}): {needs}.", c)
+    figs.add("statistics__pvalues.png", "Permutation p-values per family (flat when there are no effects)")
 
-    others = [n for n in sorted(figures) if n not in figs_used]
+
+def other_figures_section(doc: Doc, figs: Figures) -> None:
+    others = [n for n in sorted(figs.figures) if n not in figs.used]
     if others:
         doc.h(2, "Other figures")
         for name in others:
-            fig(name, name[:-4].replace("__", " / "))
+            figs.add(name, name[:-4].replace("__", " / "))
 
+
+def reproducibility_section(doc: Doc, repro: tuple[str, str], env: str) -> None:
     doc.h(2, "Reproducibility")
     doc.p("Built by `dvc repro report` from the metrics and plots of the stages below, nothing else. Rebuild: "
           "`dvc repro`; compare two experiments: `dvc exp diff`, `dvc metrics diff`, `dvc plots diff` (see the "
@@ -567,6 +585,41 @@ def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], e
     doc.pre(repro[1])
     doc.p("Software:")
     doc.pre(env)
+
+
+def measurements_section(doc: Doc, notes: str) -> None:
+    """Hand-recorded measurements (benchmarks, GPU runs, readings of past default runs) from `MEASUREMENTS`:
+    quoted as written, under a heading that says they are not recomputed by this run (so they sit after the
+    reproducibility footer, outside the cited-numbers body)."""
+    if not notes.strip():
+        return
+    doc.h(2, f"Recorded measurements (from `{MEASUREMENTS}`, not recomputed by this run)")
+    for para in notes.strip().split("\n\n"):
+        if para.startswith("```"):
+            doc.pre(para.strip("`\n"))
+        elif para.startswith("#"):
+            level, _, text = para.partition(" ")
+            doc.h(min(len(level) + 2, 4), text)
+        else:
+            doc.p(" ".join(para.split()))
+
+
+def build(m: dict[str, Any], figures: dict[str, Path], repro: tuple[str, str], env: str, notes: str = "") -> Doc:
+    """The report, one section per phase; each section shows only what its metrics hold."""
+    doc = Doc()
+    figs = Figures(doc, figures)
+    doc.h(1, "Emotion circuits: report")
+    doc.h(2, "Question")
+    doc.p(QUESTION)
+    llm_pair_lead(doc, m, figs.add)
+    models_and_data_section(doc, m)
+    directions_section(doc, m, figs)
+    shared_subspace_section(doc, m, figs)
+    steering_sections(doc, m, figs)
+    testing_and_power_section(doc, m, figs)
+    other_figures_section(doc, figs)
+    reproducibility_section(doc, repro, env)
+    measurements_section(doc, notes)
     return doc
 
 

@@ -10,41 +10,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path("results")   # DVC-cached outs (pushed to the remote)
-METRICS = Path("metrics")   # small JSON, git-tracked
-PLOTS = METRICS / "plots"   # CSVs `dvc plots` renders, plus heatmap PNGs
+METRICS = Path("metrics")   # one dvclive folder per stage: metrics.json, plots/, dvc.yaml (git-tracked)
 
 
 @dataclass(frozen=True)
 class StageOuts:
-    """A stage's outs: its results folder, its metrics JSON and its plots folder (where it has them)."""
+    """A stage's outs: its results folder and its dvclive folder `metrics/<stage>/` (metrics.json, plots/ where it
+    logs plots, and dvclive's dvc.yaml, which DVC reads but refuses as an out)."""
 
     out: Path
-    metrics: Path | None = None
-    plots: Path | None = None
+    live: Path | None = None
+    has_plots: bool = False
+
+    @property
+    def metrics(self) -> Path | None:
+        return self.live / "metrics.json" if self.live else None
+
+    @property
+    def plots(self) -> Path | None:
+        return self.live / "plots" if self.live and self.has_plots else None
 
     def targets(self) -> list[Path]:
-        """The outs in the order stages unpack them from `io.staged_outputs`: out, metrics, plots."""
+        """What a stage writes, in the order it unpacks them from `io.staged_outputs`: out, dvclive folder."""
+        return [p for p in (self.out, self.live) if p is not None]
+
+    def dvc_outs(self) -> list[Path]:
+        """The outs dvc.yaml declares: the results folder, metrics.json and plots/."""
         return [p for p in (self.out, self.metrics, self.plots) if p is not None]
 
 
-def _outs(name: str, metrics: str | None = None, plots: str | None = None) -> StageOuts:
-    return StageOuts(RESULTS / name, METRICS / f"{metrics}.json" if metrics else None,
-                     PLOTS / plots if plots else None)
+def _outs(name: str, live: bool = True, plots: bool = False) -> StageOuts:
+    return StageOuts(RESULTS / name, METRICS / name if live else None, plots)
 
 
 STAGES: dict[str, StageOuts] = {
-    "dataset": _outs("dataset", "dataset"),
-    "activations": _outs("activations", "activations"),
-    "vectors": _outs("vectors", "vectors", "vectors"),
-    "alignment": _outs("alignment", "alignment", "alignment"),
-    "steering_sweep": _outs("steering_sweep", "steering", "steering"),
-    "steering": _outs("steering", "steering_alpha"),
-    "cross_steering": _outs("cross_steering", "cross_steering"),
-    "head_screening": _outs("head_screening", "heads", "heads"),
-    "head_patching": _outs("head_patching", "heads_patching"),
-    "circuits": _outs("circuits", "circuits"),
-    "statistics": _outs("statistics", "statistics", "statistics"),
-    "report": _outs("report"),
+    "dataset": _outs("dataset"),
+    "activations": _outs("activations"),
+    "vectors": _outs("vectors", plots=True),
+    "alignment": _outs("alignment", plots=True),
+    "steering_sweep": _outs("steering_sweep", plots=True),
+    "steering": _outs("steering"),
+    "cross_steering": _outs("cross_steering"),
+    "head_screening": _outs("head_screening", plots=True),
+    "head_patching": _outs("head_patching"),
+    "circuits": _outs("circuits"),
+    "statistics": _outs("statistics", plots=True),
+    "report": _outs("report", live=False),
 }
 
 # the upstream folders stages read from
