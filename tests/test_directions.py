@@ -147,3 +147,12 @@ def test_probe_method_ignores_a_feature_that_only_carries_rounding_noise():
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     probe = M.METHODS["probe"].fit(x, labels)
     assert np.isfinite(probe).all() and (probe[:, 0] == 0).all() and cosines(probe, u).min() > 0.9
+
+
+def test_a_zero_direction_stays_zero_at_any_norm_instead_of_becoming_nan():
+    rows = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]], dtype=np.float32)
+    with np.errstate(all="raise"):  # no 0/0 division anywhere
+        out = M.at_norms(rows, np.array([2.0, 10.0]))
+    np.testing.assert_array_equal(out[0], np.zeros(3, dtype=np.float32))
+    np.testing.assert_allclose(out[1], [6.0, 0.0, 8.0])
+    assert out.dtype == np.float32 and np.isfinite(out).all()

@@ -46,8 +46,10 @@ def need(tensors: Mapping[str, np.ndarray], key: str) -> np.ndarray:
 
 def at_norms(directions: np.ndarray, norms: np.ndarray) -> np.ndarray:
     """Each row rescaled to the matching norm (pca1 and probe at the emotion vector's norm, so alpha means the same
-    displacement size whatever the method); row by row, float32, exactly as steering always computed it."""
-    return np.stack([(d / np.linalg.norm(d) * n).astype(np.float32) for d, n in zip(directions, norms)])
+    displacement size whatever the method); row by row, float32, exactly as steering always computed it. A zero row
+    (e.g. a probe that learnt nothing) has no direction: it stays zero instead of becoming NaN."""
+    return np.stack([(d / norm * n).astype(np.float32) if (norm := np.linalg.norm(d)) > 0
+                     else np.zeros_like(d, dtype=np.float32) for d, n in zip(directions, norms)])
 
 
 METHODS: Registry[DirectionMethod] = Registry("direction method")
