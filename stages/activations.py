@@ -22,10 +22,11 @@ def run(params, args) -> None:
     with staged_outputs(*paths.STAGES["activations"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         # device/dtype `auto` resolve where each model is loaded: here, or on each Ray actor's machine
         metrics, timing = acts.extract_models(names, sentences, p, params.seed, params.execution, out,
-                                              progress=not args.no_progress)
+                                              progress=not args.no_progress, max_tokens=params.dataset.max_tokens)
         # `timing` (incl. peak RSS, which bounds memory: extraction streams one chunk at a time into shards of
-        # `shard_rows` rows) is the only part of any out that differs between identical runs.
-        live.log_metrics({"models": metrics, "timing": timing})
+        # `shard_rows` rows) differs between identical runs: timing.json, not a DVC out, keeps metrics.json stable.
+        live.log_metrics({"models": metrics})
+        live.log_timing({"models": timing})
 
 
 if __name__ == "__main__":

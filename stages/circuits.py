@@ -1,10 +1,9 @@
 """Stage `circuits`: MLP neuron saliency (activation x gradient of the emotion projection) and ablation of the top
 neurons against random neurons; OV and QK token tables of the screening's top heads."""
 
-import time
-
 from emotion_circuits import EMOTIONS, cli
 from emotion_circuits.heads import circuits
+from emotion_circuits.model.info import stage_model
 from emotion_circuits.heads import runs as head_runs
 from emotion_circuits.store import paths
 from emotion_circuits.heads import engine as H
@@ -15,17 +14,19 @@ from emotion_circuits.store.io import read_parquet, staged_outputs, write_parque
 
 def run(params, args) -> None:
     hp, cp = params.heads, params.circuits
+    # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
+    stage_model(hp.model, "heads.model", params.models)
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lexicons = load_lexicons(paths.DATASET / "lexicons.json")
     lm = head_runs.head_model(hp, params.seed)
+    head_runs.check_lengths(lm, sentences, params.dataset.max_tokens, hp.prepend_bos, "circuits")
     readout = head_runs.load_readout(paths.VECTORS, lm, lexicons)
     top = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"),
                                params.head_patching.top_k)
     heads = sorted({h for hs in top.values() for h in hs})
     with staged_outputs(*paths.STAGES["circuits"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
-        start = time.perf_counter()
         saliency, top_neurons, neuron_table = head_runs.neuron_experiments(lm, emo, readout, hp, cp, params.seed,
                                                                            progress=not args.no_progress)
         layer_dirs = head_runs.layer_directions(paths.VECTORS, lm, "resid_post")
@@ -42,7 +43,7 @@ def run(params, args) -> None:
         write_parquet(out / "qk_tokens.parquet", qk_top)
         write_parquet(out / "qk_lexicon.parquet", qk_lex)
         info = {"model": lm.name, "heads": [H.head_label(*h) for h in heads], "n_neurons": cp.n_neurons,
-                "n_random_sets": cp.n_random_sets, "timing": {"total_seconds": round(time.perf_counter() - start, 1)}}
+                "n_random_sets": cp.n_random_sets}  # wall/CPU seconds: live's timing.json
         live.log_metrics(head_runs.circuit_metrics(top_neurons, neuron_table, ov, qk_lex, info))
 
 

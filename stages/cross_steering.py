@@ -4,7 +4,6 @@ top-level `alpha` with `steering_common`'s window and generation settings; again
 random directions carried through the same map, next to the target's native vector on the same prompts."""
 
 import dataclasses
-import time
 
 import pandas as pd
 
@@ -18,9 +17,9 @@ from emotion_circuits.directions.geometry import layer_pairs
 from emotion_circuits.evaluation.catalog import families_in
 from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
+from emotion_circuits.model.info import model_info, stage_model
 from emotion_circuits.model.loading import is_causal
 from emotion_circuits.model.site import Site
-from emotion_circuits.runtime.resources import peak_rss_mb
 from emotion_circuits.stats.samples import SAMPLE_COLUMNS
 from emotion_circuits.directions.store import load_directions, n_layers_of
 
@@ -64,11 +63,15 @@ def run_target(target: str, sources: list[str], params, prompts, evaluators, pro
 
 def run(params, args) -> None:
     s, c = params.steering_common, params.cross_steering
+    # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
+    for m in params.models:  # each known (auto then keeps the causal ones); an explicit list's must generate
+        model_info(m)
+    for m in () if c.models == "auto" else c.models:
+        stage_model(m, "cross_steering.models", params.models, s.max_new_tokens)
     prompts = read_parquet(paths.DATASET / "steering_prompts.parquet").head(c.n_prompts)
     evaluators = sweep.stage_evaluators(s, paths.DATASET, params.seed)
     with staged_outputs(*paths.STAGES["cross_steering"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
-        start = time.perf_counter()
         tables, summaries, samples, pairs = [], [], [], {}
         models = [m for m in params.models if is_causal(m)] if c.models == "auto" else list(c.models)
         for target in models if len(models) > 1 else []:
@@ -89,9 +92,8 @@ def run(params, args) -> None:
             "reading": "mapped: the source's emotion vector through the alignment map, against source-space random "
                        "directions of the same norm through the same map (p_vs_random); native: the target's own "
                        "vector at the same site, against 0 (CI over prompts)",
-            "pairs": pairs, **({} if pairs else {"note": "skipped: cross-model steering needs two causal models"}),
-            "timing": {"seconds": round(time.perf_counter() - start, 1),
-                                       "peak_rss_mb": peak_rss_mb()}})
+            "pairs": pairs, **({} if pairs else {"note": "skipped: cross-model steering needs two causal models"})})
+        # wall/CPU seconds and peak RSS: live's timing.json (not a DVC out), so reruns keep metrics.json's bytes
 
 
 if __name__ == "__main__":

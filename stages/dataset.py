@@ -9,9 +9,10 @@ from emotion_circuits.store.io import staged_outputs, write_json, write_parquet
 
 def run(params, args) -> None:
     p = params.dataset
-    sentences, metrics = data.build_sentences(p.path, p.test_size, params.seed, p.profile, p.smoke_per_emotion)
-    real_world = data.build_real_world(p.real_world)
-    prompts = data.build_prompts(p.steering_prompts)
+    sentences, metrics = data.build_sentences(p.path, p.test_size, params.seed, p.profile, p.smoke_per_emotion,
+                                              p.max_tokens)
+    real_world = data.build_real_world(p.real_world, p.max_tokens)
+    prompts = data.build_prompts(p.steering_prompts, p.max_tokens)
     lexicons = data.load_lexicons(p.lexicons)
     metrics.update(n_real_world=len(real_world), n_steering_prompts=len(prompts),
                    lexicon_sizes={k: len(v) for k, v in lexicons.items()})

@@ -1,42 +1,42 @@
 """Stage `head_screening`: ablate every attention head (batched, exact) and rank heads per emotion by the change
 of the final residual's emotion projection, lexicon log-probabilities and attention on emotion words."""
 
-import time
-
-
 from emotion_circuits import EMOTIONS, cli
 from emotion_circuits.heads import runs as head_runs
 from emotion_circuits.store import paths
 from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
-from emotion_circuits.reporting.live import stage_live
+from emotion_circuits.reporting.live import Stopwatch, stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
+from emotion_circuits.model.info import stage_model
 from emotion_circuits.model.site import Site
 
 
 def run(params, args) -> None:
     hp, sc = params.heads, params.head_screening
+    # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
+    stage_model(hp.model, "heads.model", params.models, sc.max_new_tokens if sc.evaluate_top_n else None)
     sentences = read_parquet(paths.DATASET / "sentences.parquet")
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lm = head_runs.head_model(hp, params.seed)
+    head_runs.check_lengths(lm, sentences, params.dataset.max_tokens, hp.prepend_bos, "head_screening")
     readout = head_runs.load_readout(paths.VECTORS, lm, load_lexicons(paths.DATASET / "lexicons.json"))
     with staged_outputs(*paths.STAGES["head_screening"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
-        start = time.perf_counter()
         means = head_runs.ablation_means(lm, sentences, emo, hp, sc.ablation, params.seed)
         table = head_runs.screen(lm, emo, readout, hp, sc, params.seed, means,  # device `auto`: per actor
                                  progress=not args.no_progress, execution=params.execution)
-        screen_seconds = time.perf_counter() - start
+        live.log_timing({"screen": live.stopwatch.elapsed()})
         summary = head_runs.screen_summary(table, params.statistics, params.seed)
-        attribution, agreement, attr_seconds = None, {}, 0.0
+        attribution, agreement = None, {}
         if sc.attribution:
-            t0 = time.perf_counter()
+            attribution_clock = Stopwatch()
             full = head_runs.select_sentences(sentences, "all", sc.attribution_sentences, params.seed)
             attribution = head_runs.attribution_screen(lm, full, readout, sc.ablation, hp.batch_size,
                                                        hp.prepend_bos, means, progress=not args.no_progress,
                                                        ci=params.statistics, seed=params.seed)
-            attr_seconds = time.perf_counter() - t0
-            agreement = {"n_sentences": len(full), "seconds": round(attr_seconds, 1),
+            live.log_timing({"attribution": attribution_clock.elapsed()})
+            agreement = {"n_sentences": len(full),
                          "per_emotion": head_runs.attribution_agreement(summary, attribution, head_runs.REPORT_TOP)}
         # the seeds' metric (attention on emotion words vs neutral), clean passes only: on every screened sentence
         # of the attribution selection (the full dataset by default), else on the exactly screened ones
@@ -65,10 +65,8 @@ def run(params, args) -> None:
                                                                      for e in sorted(set(emo["emotion"]))},
                 "readout": f"{Site(lm.n_layers - 1, 'resid_post').name} emotion vectors (sentence_end), unit norm",
                 "dtype": str(next(lm.hf_model.parameters()).dtype).removeprefix("torch."),
-                "attribution": {k: v for k, v in agreement.items() if k != "seconds"},
-                "timing": {"device": str(lm.device), "executor": params.executor,
-                           "screen_seconds": round(screen_seconds, 1), "attribution_seconds": round(attr_seconds, 1),
-                           "total_seconds": round(time.perf_counter() - start, 1)}}
+                "attribution": agreement}
+        live.log_timing({"device": str(lm.device), "executor": params.executor})
         live.log_metrics(head_runs.screen_metrics(summary, head_runs.REPORT_TOP, evaluation, info, attention))
 
 

@@ -15,6 +15,7 @@ from emotion_circuits.stats.summary import analyse_samples, family_summary, head
 from emotion_circuits.errors import DataError
 from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
+from emotion_circuits.store.integrity import checked
 
 
 SWEEP = paths.STEERING_SWEEP / "generations.parquet"
@@ -31,7 +32,7 @@ def run(params, args) -> None:
                str(SINGLE): single_effect_samples(read_parquet(SINGLE), st.metric_families)}
     dropped = {}
     for path in declared_effect_samples(Path("dvc.yaml")):
-        sources[str(path)] = load_effect_samples([path])
+        sources[str(path)] = load_effect_samples([checked(path)])
         dropped.update(sources[str(path)].attrs.get("dropped_non_finite", {}))
     samples = combine_samples(sources)
     effects = analyse_samples(samples, st, params.seed, progress=not args.no_progress)

@@ -11,7 +11,8 @@ from emotion_circuits.evaluation.catalog import families_in
 from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
 from emotion_circuits.model.site import Site
-from emotion_circuits.directions.store import load_directions, n_layers_of
+from emotion_circuits.directions.store import load_directions
+from emotion_circuits.model.info import stage_model
 from emotion_circuits.directions.methods import METHODS
 from emotion_circuits.params import POSITIONS
 
@@ -28,8 +29,9 @@ def _directions(s, layer: int) -> tuple[dict, dict]:
 
 def run(params, args) -> None:
     s, single, alpha = params.steering_common, params.steering, float(params.alpha)
-    # first: a layer beyond the model's depth is a params error, before anything heavy
-    Site(single.layer).within(n_layers_of(paths.VECTORS, s.model, s.vector_position), "steering.layer")
+    # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
+    info = stage_model(s.model, "steering_common.model", params.models, s.max_new_tokens)
+    Site(single.layer).within(info.n_layers, "steering.layer")
     prompts = single_alpha.single_prompts(read_parquet(paths.DATASET / "steering_prompts.parquet"),
                                           read_parquet(paths.DATASET / "real_world.parquet"), single.n_prompts)
     conds, meta = single_alpha.build_single_grid(prompts, *_directions(s, single.layer), s, single, alpha,
@@ -45,7 +47,8 @@ def run(params, args) -> None:
         write_parquet(out / "generations.parquet", table)
         for name, frame in parts.items():
             write_parquet(out / f"summary_{name}.parquet", frame)
-        live.log_metrics(report_steering.single_metrics(parts, s, single, alpha, len(conds), seconds))
+        live.log_metrics(report_steering.single_metrics(parts, s, single, alpha, len(conds)))
+        live.log_timing(report_steering.generation_timing(seconds, int(table["n_new_tokens"].sum())))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ from emotion_circuits.evaluation.catalog import families_in
 from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
 from emotion_circuits.model.site import Site
-from emotion_circuits.directions.store import load_directions, n_layers_of
+from emotion_circuits.directions.store import load_directions
+from emotion_circuits.model.info import stage_model
 
 
 def run(params, args) -> None:
     s, g = params.steering_common, params.steering_sweep
-    n_layers = n_layers_of(paths.VECTORS, s.model, s.vector_position)
-    for layer in g.layers:  # first: a layer beyond the model's depth is a params error, before anything heavy
-        Site(layer).within(n_layers, "steering_sweep.layers")
+    # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
+    info = stage_model(s.model, "steering_common.model", params.models, s.max_new_tokens)
+    for layer in g.layers:
+        Site(layer).within(info.n_layers, "steering_sweep.layers")
     prompts = read_parquet(paths.DATASET / "steering_prompts.parquet").head(g.n_prompts)
     directions = load_directions(paths.VECTORS, s.model, s.vector_position, [Site(L) for L in g.layers],
                                  s.direction, s.unit)
@@ -31,8 +33,8 @@ def run(params, args) -> None:
         write_parquet(out / "generations.parquet", table)
         write_parquet(out / "summary.parquet", summary)
         report_steering.write_sweep_plots(summary, live, s.primary_metric)
-        live.log_metrics(report_steering.sweep_metrics(summary, evaluators, s, g, len(conds), int(
-            table["n_new_tokens"].sum()), seconds))
+        live.log_metrics(report_steering.sweep_metrics(summary, evaluators, s, g, len(conds)))
+        live.log_timing(report_steering.generation_timing(seconds, int(table["n_new_tokens"].sum())))
 
 
 if __name__ == "__main__":

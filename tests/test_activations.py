@@ -216,3 +216,36 @@ def test_device_and_dtype_auto_resolve_to_this_machine():
     assert resolve_dtype("auto", "cpu") == "float32"
     assert resolve_dtype("auto", "cuda") == "bfloat16"
     assert resolve_dtype("float16", "cpu") == "float16"
+
+
+def test_batch_plan_padded_tokens_never_exceed_the_budget():
+    """Memory is a function of `activations.max_batch_tokens`, not of the longest text: every planned batch
+    holds at most that many padded tokens (a lone over-long row runs alone), the plan covers every row once, and
+    rows within max_batch_tokens / batch_size tokens are cut every batch_size rows exactly as before."""
+    from emotion_circuits.model.extraction import plan_batches
+
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        lengths = sorted(rng.integers(1, 600, size=int(rng.integers(1, 120))).tolist(), reverse=True)
+        batch_size, budget = int(rng.integers(1, 40)), int(rng.integers(1, 5000))
+        plan = plan_batches(lengths, batch_size, budget)
+        assert [lo for lo, _ in plan] == [0, *[hi for _, hi in plan[:-1]]] and plan[-1][1] == len(lengths)
+        for lo, hi in plan:
+            assert 1 <= hi - lo <= batch_size
+            assert hi - lo == 1 or (hi - lo) * max(lengths[lo:hi]) <= budget, (lengths[lo:hi], budget)
+    short = sorted(rng.integers(1, 256, size=100).tolist(), reverse=True)
+    assert plan_batches(short, 32, 32 * 256) == [(lo, min(lo + 32, 100)) for lo in range(0, 100, 32)]
+
+
+def test_token_budget_bounds_every_forward_and_keeps_batched_equal_to_one_by_one(tiny_llama, monkeypatch):
+    from emotion_circuits.model import extraction as acts
+
+    real, shapes = acts.run_capture, []
+    monkeypatch.setattr(acts, "run_capture", lambda lm, ids, *a: shapes.append(tuple(ids.shape)) or real(lm, ids, *a))
+    budgeted = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=4, progress=False,
+                       max_batch_tokens=80)
+    assert all(b * t <= 80 for b, t in shapes) and len(shapes) > 2 and max(b for b, _ in shapes) > 1, shapes
+    single = extract(tiny_llama, TEXTS, WORDS, HOOKS, POSITIONS, batch_size=1, progress=False)
+    for pos in POSITIONS:
+        for name, values in budgeted.activations[pos].items():
+            np.testing.assert_allclose(values, single.activations[pos][name], rtol=1e-5, atol=1e-5)

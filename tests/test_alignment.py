@@ -138,6 +138,22 @@ def test_self_alignment_is_one_and_the_verdict_says_so():
     assert "self-alignment sanity check" in verdict("m", "m", rows, 2) and "(ok)" in verdict("m", "m", rows, 2)
 
 
+def test_self_pair_specific_vector_null_is_degenerate_and_the_verdict_does_not_count_it():
+    """Mapped onto itself, every label shuffle's specific vectors transfer too: the null is 1 to ~1e-7, so its z
+    and p would follow float noise. It is flagged degenerate, the same under 1e-7 input noise, and untestable."""
+    z, labels, split = latent_data()
+    x = embed(z, 40, seed=1)
+    a = align_layer_pair(x, x, labels, split, *config("raw"))["specific_vector_cosine_after"]
+    b = align_layer_pair(x, x + 1e-7, labels, split, *config("raw"))["specific_vector_cosine_after"]
+    for s in (a, b):
+        assert s["degenerate"] and s["z"] is None and s["p"] == 1.0
+    out = align_layer_pair(x, x, labels, split, *config("raw"))
+    rows = [{**{key: v for key, v in out.items() if key != "k"}, **out["k"][2],
+             **similarity_scores(x, x, labels, split, "raw", 5, 0)}]
+    text = verdict("m", "n", rows, 2)  # read as if two models: the specific count must not include it
+    assert "transfer (permutation p < 0.05) at 0/1 layer pairs (1/1 untestable" in text
+    assert verdicts.layer_pair_entry(rows[0])["specific_vector_null_degenerate"] is True
+
 def test_seeds_variant_interpolates_when_samples_are_fewer_than_width():
     """Full-width maps with n < d fit training rows perfectly and generalise to nothing: flagged."""
     z, labels, split = latent_data(n_per=40)

@@ -87,11 +87,61 @@ def test_registered_hub_model_offline_says_what_to_do(tmp_path):
             load_model("gpt2_small")
 
 
+def test_hub_model_with_the_hub_unreachable_is_one_line_and_quick(tmp_path):
+    """No network and no cache: one error line, not huggingface_hub's ~22 retry lines over ~25 s of backoff."""
+    import time
+
+    def lines_of(out):
+        return out.stderr.strip().splitlines()
+
+    project = _project(tmp_path, dataset={"profile": "smoke"}, models=["gpt2"],
+                       activations={"random_init_controls": False})
+    assert run_module("stages.dataset", cwd=project).returncode == 0
+    empty = tmp_path / "hf_home"
+    empty.mkdir()
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(empty), "HF_HUB_CACHE": str(empty / "hub"),
+           "HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": ""}  # online mode: the hub is merely unreachable
+    start = time.monotonic()
+    offline = run_module("stages.activations", "--no-progress", cwd=project, env={**env, "HF_HUB_OFFLINE": "1"})
+    baseline, start = time.monotonic() - start, time.monotonic()  # the same failure, no network asked: the floor
+    out = run_module("stages.activations", "--no-progress", cwd=project, env=env)
+    seconds = time.monotonic() - start
+    assert offline.returncode == 2 and offline.stderr.strip().splitlines() == lines_of(out)
+    assert out.returncode == 2
+    lines = lines_of(out)
+    assert len(lines) == 1, out.stderr[-3000:]
+    assert lines[0].startswith("error: cannot load model 'gpt2' (Hugging Face id 'openai-community/gpt2')")
+    assert seconds < baseline + 10, (seconds, baseline)  # huggingface_hub's backoff alone sleeps 1+2+4+8+8 s
+    print(f"unreachable hub: stage failed in {seconds:.1f} s (offline: {baseline:.1f} s)")
+    assert not (project / "results/activations").exists()
+
+
+def test_hub_probe_sees_a_listening_endpoint_and_only_then_lets_the_hub_be_asked(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as c
+
+    from emotion_circuits.model.loading import hub_kwargs, hub_reachable
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        assert hub_reachable(endpoint)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(c, "ENDPOINT", endpoint)
+        assert hub_kwargs("some-org/some-model") == {}
+    assert not hub_reachable("http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(c, "ENDPOINT", "http://127.0.0.1:9")
+    assert hub_kwargs("some-org/some-model") == {"local_files_only": True}
+    assert hub_kwargs(str(ROOT)) == {}  # a local directory never asks the hub
+
 def test_alignment_without_activations_says_what_to_run(tmp_path):
-    project = _project(tmp_path)
+    """Its own models (not the workspace's params.yaml list), so it passes in a clone with any models."""
+    project = _project(tmp_path, models=["tiny-llama", "tiny-gpt2"])
     out = run_module("stages.alignment", cwd=project)
     assert out.returncode == 2
-    assert out.stderr.strip() == ("error: no activations for 'smollm2-135m': run `dvc repro activations` first")
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "'tiny-llama'" in lines[0], out.stderr
+    assert "dvc repro activations" in lines[0]
     assert not (project / "results").exists()
 
 
@@ -215,3 +265,75 @@ def test_no_function_is_longer_than_a_screen():
             for n in ast.walk(ast.parse(p.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert not long, long
+
+
+# --- issue 15 (items 1 and 5): the dataset stage on real-world files -----------------------------------------------
+
+def _bundled_as_csv(project, extra: str = "") -> None:
+    """data/emotions.csv as a spreadsheet program saves it: UTF-8 with a BOM, CRLF line ends, `;`-joined words."""
+    import pandas as pd
+
+    frame = pd.read_json(ROOT / "data/emotions.jsonl", lines=True)
+    frame["emotion_words"] = frame["emotion_words"].map(";".join)
+    text = frame.to_csv(index=False, lineterminator="\r\n") + extra
+    (project / "data/emotions.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+
+
+def test_dataset_stage_reads_a_bom_csv_with_quoted_newlines(tmp_path):
+    import pandas as pd
+
+    project = _project(tmp_path, dataset={"path": "data/emotions.csv"})
+    _bundled_as_csv(project, 'x-multi,"The meeting is at ten.\r\nBring the slides.",neutral,,work\r\n')
+    out = run_module("stages.dataset", cwd=project)
+    assert out.returncode == 0, out.stderr
+    texts = pd.read_parquet(project / "results/dataset/sentences.parquet").set_index("id")["text"]
+    assert len(texts) == 961 and texts["x-multi"] == "The meeting is at ten. Bring the slides."
+
+
+def _non_utf8(project):
+    good = (project / "data/emotions.jsonl").read_bytes()
+    bad = '{"id": "x1", "text": "Caf\u00e9 is open.", "emotion": "neutral"}\n'.encode("latin-1")
+    (project / "data/emotions.jsonl").write_bytes(good + bad)
+    offset, line = len(good) + bad.index(b"\xe9"), len(good.splitlines()) + 1
+    return (f"data/emotions.jsonl:{line}: not valid UTF-8 (byte 0xe9 at byte offset {offset}); "
+            f"save the file as UTF-8")
+
+
+def _multiline_bad_row(project):
+    _bundled_as_csv(project, 'x1,"Fine.\r\nReally.",neutral,,\r\nx2,"We are\r\njoyful.",joy,,\r\n')
+    return "data/emotions.csv:964: unknown emotion 'joy' (allowed: gratitude, anger, apology, neutral)"
+
+
+def _missing_class(project):
+    lines = (project / "data/emotions.jsonl").read_text().splitlines()
+    (project / "data/emotions.jsonl").write_text("".join(f"{l}\n" for l in lines if '"apology"' not in l))
+    return "data/emotions.jsonl: dataset has no rows for emotion(s): apology"
+
+
+def _too_long(project):
+    with (project / "data/real_world.jsonl").open("a") as f:
+        f.write('{"id": "rw-long", "text": "%s", "label": "anger", "source": "post"}\n' % ("so " * 300).strip())
+    n = len((project / "data/real_world.jsonl").read_text().splitlines())
+    return (f"data/real_world.jsonl:{n}: row 'rw-long' has 300 words, more than dataset.max_tokens=256 "
+            f"(shorten or split the text, or raise dataset.max_tokens)")
+
+
+@pytest.mark.parametrize("case, overrides, edit", [
+    ("non_utf8", {}, _non_utf8),
+    ("multiline_row_line", {"path": "data/emotions.csv"}, _multiline_bad_row),
+    ("missing_class", {}, _missing_class),
+    ("too_long", {}, _too_long),
+    ("max_tokens_abc", {"max_tokens": "abc"}, lambda _: "dataset.max_tokens must be *, got 'abc'"),
+    ("test_size_abc", {"test_size": "abc"}, lambda _: "dataset.test_size must be *, got 'abc'"),
+])
+def test_dataset_stage_bad_input_is_one_line_and_no_outs(tmp_path, case, overrides, edit):
+    project = _project(tmp_path, dataset=overrides)
+    expected = edit(project)  # `*`: the params wording is the params checker's; the key and the value are what matter
+    out = run_module("stages.dataset", cwd=project)
+    assert out.returncode == 2, out.stderr
+    head, star, tail = f"error: {expected}".partition("*")
+    line = out.stderr.strip()
+    if not star:
+        assert line == head
+    assert "\n" not in line and line.startswith(head) and line.endswith(tail) and len(line) >= len(head + tail), line
+    assert not (project / "results").exists() and not (project / "metrics").exists()

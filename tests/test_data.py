@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections import Counter
 
 import pandas as pd
 import pytest
+import yaml
 
 from emotion_circuits import LABELS
 from emotion_circuits.data import (
@@ -21,7 +23,8 @@ from emotion_circuits.data import (
     stratified_split,
     validate_sentences,
 )
-from emotion_circuits.errors import DataError
+from emotion_circuits.errors import DataError, ParamsError
+from emotion_circuits.params import DatasetParams, load_params
 
 from .conftest import ROOT, write_jsonl
 
@@ -153,3 +156,127 @@ def test_real_world_unknown_label_names_line(tmp_path):
                                                {"id": "2", "text": "meh", "label": "boredom"}])
     with pytest.raises(DataError, match=re.escape("rw.jsonl:2: unknown label 'boredom'")):
         build_real_world(path)
+
+
+# --- issue 15: encodings, CSV streams, dataset-level errors, dataset.max_tokens -------------------------------------
+
+_CSV_HEAD = "id,text,emotion,emotion_words\r\n"
+_CSV_BASE = "".join(f"{label[:2]}{i},{text} {i},{label},{words}\r\n" for i in (1, 2) for label, text, words in [
+    ("gratitude", "Thank you for the lovely gift number", "Thank you"),
+    ("anger", "I am furious about delay number", "furious"),
+    ("apology", "I am sorry for mess number", "sorry"),
+    ("neutral", "The train leaves at platform", "")])
+
+
+def test_csv_saved_with_a_bom_is_read(tmp_path):
+    """Spreadsheet programs write a UTF-8 BOM; the header's first column is still `id`."""
+    (tmp_path / "bom.csv").write_bytes(codecs.BOM_UTF8 + (_CSV_HEAD + _CSV_BASE).encode())
+    df, _ = validate_sentences(read_records(tmp_path / "bom.csv"))
+    assert len(df) == 8 and df["id"].iloc[0] == "an1"
+    write_jsonl(tmp_path / "bom.jsonl", [GOOD])
+    (tmp_path / "bom.jsonl").write_bytes(codecs.BOM_UTF8 + (tmp_path / "bom.jsonl").read_bytes())
+    assert read_records(tmp_path / "bom.jsonl")[0].fields["id"] == "g1"
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+@pytest.mark.parametrize("name", ["latin1.csv", "latin1.jsonl", "lex.json"])
+def test_non_utf8_bytes_are_one_error_naming_file_line_and_byte(tmp_path, name, bom):
+    first = b'{"gratitude": ["thanks"],\n' if name.endswith(".json") else b'id,text,emotion\n'
+    body = bom + first + "x,Caf\u00e9 au lait,neutral\n".encode("latin-1")
+    (tmp_path / name).write_bytes(body)
+    offset = body.index(b"\xe9")
+    expected = f"{name}:2: not valid UTF-8 (byte 0xe9 at byte offset {offset}); save the file as UTF-8"
+    with pytest.raises(DataError, match=re.escape(expected)):
+        load_lexicons(tmp_path / name) if name.endswith(".json") else read_records(tmp_path / name)
+
+
+def test_quoted_csv_newline_stays_in_one_field_as_a_space(tmp_path):
+    rows = 'm1,"The meeting is at ten.\r\nBring the slides.",neutral,\r\nm2,"Lunch is at noon.\nThe room is 4B.",neutral,\r\n'
+    (tmp_path / "multi.csv").write_text(_CSV_HEAD + _CSV_BASE + rows, encoding="utf-8", newline="")
+    df, _ = validate_sentences(read_records(tmp_path / "multi.csv"))
+    texts = df.set_index("id")["text"]
+    assert texts["m1"] == "The meeting is at ten. Bring the slides."
+    assert texts["m2"] == "Lunch is at noon. The room is 4B."
+    (tmp_path / "prompts.csv").write_text('id,text\np1,"Dear team,\nplease"\n', encoding="utf-8")
+    assert build_prompts(tmp_path / "prompts.csv")["text"].tolist() == ["Dear team, please"]
+
+
+def test_csv_errors_name_the_first_line_of_a_multiline_row(tmp_path):
+    rows = 'm1,"Line two\nline three",neutral,\n\nb1,"Line five\nline six\nline seven",joy,\n'
+    (tmp_path / "bad.csv").write_text("id,text,emotion,emotion_words\n" + rows, encoding="utf-8")
+    records = read_records(tmp_path / "bad.csv")
+    assert [r.line for r in records] == [2, 5]
+    with pytest.raises(DataError, match=re.escape("bad.csv:5: unknown emotion 'joy'")):
+        validate_sentences(records)
+
+
+def test_jsonl_lines_split_only_at_newlines(tmp_path):
+    """A raw U+2028 inside a JSON string is legal JSON; str.splitlines() would cut the row in two."""
+    (tmp_path / "p.jsonl").write_text('{"id": "p1", "text": "Dear team,\u2028please"}\n{"id": "p2", "text": "Hi"}\n',
+                                      encoding="utf-8")
+    assert [r.line for r in read_records(tmp_path / "p.jsonl")] == [1, 2]
+    (tmp_path / "cr.jsonl").write_bytes(b'{"id": "p1", "text": "Hi"}\r\n{"id": "p2", "text": "Yo"}\r{"id": "p3"}\r')
+    assert [r.line for r in read_records(tmp_path / "cr.jsonl")] == [1, 2, 3]
+    (tmp_path / "cr.jsonl").write_bytes(b'{"id": "p1", "text": "Hi"}\r{"id": "p2", "text": "Caf\xe9"}\r')
+    with pytest.raises(DataError, match=re.escape("cr.jsonl:2: not valid UTF-8 (byte 0xe9 at byte offset 52)")):
+        read_records(tmp_path / "cr.jsonl")
+
+
+def test_dataset_level_errors_name_the_file(tmp_path):
+    path = write_jsonl(tmp_path / "two.jsonl", [GOOD, {"id": "n1", "text": "The bus leaves at nine.",
+                                                       "emotion": "neutral", "emotion_words": []}])
+    with pytest.raises(DataError, match=re.escape(f"{path}: dataset has no rows for emotion(s): anger, apology")):
+        validate_sentences(read_records(path))
+    (tmp_path / "one.csv").write_text(_CSV_HEAD + _CSV_BASE.split("\r\n", 1)[1], encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'one.csv'}: each emotion needs >= 2 rows")):
+        build_sentences(tmp_path / "one.csv", 0.25, 0, "baseline", 8)
+    (tmp_path / "eight.csv").write_text(_CSV_HEAD + _CSV_BASE, encoding="utf-8")  # 2 test rows < 4 emotions
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'eight.csv'}: cannot split 8 rows with "
+                                                  f"dataset.test_size=0.25")):
+        build_sentences(tmp_path / "eight.csv", 0.25, 0, "baseline", 8)
+    assert build_sentences(tmp_path / "eight.csv", 0.5, 0, "baseline", 8)[1]["n_rows"] == 8
+
+
+def test_rows_longer_than_max_tokens_words_are_rejected(tmp_path):
+    long_text = " ".join(["word"] * 12)
+    (tmp_path / "s.csv").write_text(_CSV_HEAD + _CSV_BASE + f"n9,{long_text},neutral,\r\n", encoding="utf-8")
+    assert len(validate_sentences(read_records(tmp_path / "s.csv"), max_tokens=12)[0]) == 9  # exactly 12: kept
+    with pytest.raises(DataError, match=re.escape("s.csv:10: row 'n9' has 12 words, more than dataset.max_tokens=11")):
+        validate_sentences(read_records(tmp_path / "s.csv"), max_tokens=11)
+    rw = write_jsonl(tmp_path / "rw.jsonl", [{"id": "r1", "text": "fine", "label": "neutral"},
+                                             {"id": "r2", "text": long_text, "label": "anger"}])
+    with pytest.raises(DataError, match=re.escape("rw.jsonl:2: row 'r2' has 12 words, more than dataset.max_tokens=5")):
+        build_real_world(rw, max_tokens=5)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "p1", "text": long_text}])
+    with pytest.raises(DataError, match=re.escape("p.jsonl:1: row 'p1' has 12 words")):
+        build_prompts(prompts, max_tokens=5)
+    huge = write_jsonl(tmp_path / "huge.jsonl", [{**GOOD, "text": "Thank you " + "so " * 5000}])
+    with pytest.raises(DataError, match=re.escape("huge.jsonl:1: row 'g1' has 5002 words, more than "
+                                                  "dataset.max_tokens=256")):
+        validate_sentences(read_records(huge))
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("test_size", "abc", "dataset.test_size must be a number in (0, 1), got 'abc'"),
+    ("test_size", True, "dataset.test_size must be a number in (0, 1), got True"),
+    ("test_size", float("nan"), "dataset.test_size must be a number in (0, 1), got nan"),
+    ("smoke_per_emotion", "abc", "dataset.smoke_per_emotion must be an integer >= 2, got 'abc'"),
+    ("smoke_per_emotion", True, "dataset.smoke_per_emotion must be an integer >= 2, got True"),
+    ("smoke_per_emotion", 8.5, "dataset.smoke_per_emotion must be an integer >= 2, got 8.5"),
+    ("max_tokens", "abc", "dataset.max_tokens must be a positive integer, got 'abc'"),
+    ("max_tokens", True, "dataset.max_tokens must be a positive integer, got True"),
+    ("max_tokens", float("nan"), "dataset.max_tokens must be a positive integer, got nan"),
+    ("max_tokens", 0, "dataset.max_tokens must be a positive integer, got 0"),
+    ("path", 5, "dataset.path must be a file path, got 5"),
+])
+def test_dataset_params_of_the_wrong_type_are_one_params_error(tmp_path, key, value, expected):
+    with pytest.raises(ParamsError) as info:
+        DatasetParams(**{key: value})
+    assert str(info.value) == expected
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["dataset"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError) as info:  # params.yaml may be checked by a generic type layer first
+        load_params(tmp_path / "params.yaml")
+    assert str(info.value).startswith(f"dataset.{key} must be ") and str(info.value).endswith(f"got {value!r}")
+    assert load_params(ROOT / "params.yaml").dataset.max_tokens == DatasetParams().max_tokens == 256

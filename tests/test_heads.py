@@ -375,3 +375,23 @@ def test_dvc_params_are_what_each_stage_reads():
     assert not [k for k in screening if k.split(".")[0] in ("head_patching", "circuits")], screening
     sweep = stages["steering_sweep"]["params"]
     assert not [k for k in sweep if k.split(".")[0] in ("steering", "alpha")], sweep
+
+
+def test_patching_covers_sentences_longer_than_128_tokens(llama):
+    """Source statistics reach back to the longest source sentence (they stopped at a fixed 128 offsets, so on a
+    154-token sentence pattern_v patching of a head's own output back was no longer the identity)."""
+    long = ("I am so grateful for everything you did for me over these long and difficult months, "
+            "and I will always be thankful for your kindness and patience with me.")
+    frame = pd.DataFrame({"id": ["g1", "g2"], "text": [long, TEXTS[3]], "emotion_words": [["grateful"], ["Thanks"]]})
+    [(batch, _)] = head_runs.make_batches(llama, frame, 2, True)
+    end = int(batch.end_pos.max())
+    assert end > 128
+    stats = H.source_stats(llama, [batch])
+    assert stats.counts.shape[0] == end and bool((stats.counts > 0).all())
+    readout = readout_for(llama)
+    sets = [[(0, 1)], [(1, 0), (1, 3)], [(2, 2)]]
+    for mode in H.PATCH_MODES:
+        for i in range(2):
+            one = H.make_batch(llama, frame["text"].tolist()[i:i + 1], frame["emotion_words"].tolist()[i:i + 1])
+            proj, logp = H.run_head_sets(llama, one, readout, sets, mode, stats=H.source_stats(llama, [one]))
+            assert np.abs(proj).max() < 1e-5 and np.abs(logp).max() < 1e-5, (mode, i)

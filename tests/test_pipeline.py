@@ -29,7 +29,8 @@ def test_repro_produces_outs_and_metrics(project):
     metrics = json.loads((project / "metrics/activations/metrics.json").read_text())
     assert metrics["models"]["tiny-llama"]["backend"] == "bridge" and metrics["models"]["tiny-bert"]["n_rows"] == 160
     assert "tiny-gpt2__random-init" in metrics["models"]  # the alignment stage's null model
-    assert metrics["timing"]["tiny-llama"]["peak_rss_mb"] > 0
+    timing = json.loads((project / "metrics/activations/timing.json").read_text())  # git-ignored, not a DVC out
+    assert timing["models"]["tiny-llama"]["peak_rss_mb"] > 0 and "timing" not in metrics
     lock = (project / "dvc.lock").read_text()
     assert all(f"results/{stage}" in lock for stage in ("activations", "vectors", "alignment"))
     vectors = json.loads((project / "metrics/vectors/metrics.json").read_text())
@@ -87,17 +88,44 @@ def test_second_repro_is_a_noop_and_forced_repro_is_byte_identical(project):
     out = dvc("repro", cwd=project)
     assert "Running stage" not in out
     before = {k: p.read_bytes() for k, p in files(project / "results").items()}
-    metrics_before = {p.parent.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*/metrics.json")}
-    live_before = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("metrics.json")}
+    metrics_before = {p.parent.name: p.read_bytes() for p in (project / "metrics").glob("*/metrics.json")}
+    live_before = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("timing.json")}
+    lock_before = (project / "dvc.lock").read_text()
+    timing_before = {p.parent.name: p.read_bytes() for p in (project / "metrics").glob("*/timing.json")}
     dvc("repro", "-f", cwd=project)
     after = {k: p.read_bytes() for k, p in files(project / "results").items()}
     assert before.keys() == after.keys() and all(before[k] == after[k] for k in before)
-    metrics_after = {p.parent.name: json.loads(p.read_text()) for p in (project / "metrics").glob("*/metrics.json")}
-    live_after = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("metrics.json")}
-    assert live_before.keys() == live_after.keys() and live_before == live_after  # plots, images, dvc.yaml
-    for name in metrics_before:  # wall-clock figures under `timing` are the only exception
-        metrics_before[name].pop("timing", None), metrics_after[name].pop("timing", None)
-    assert metrics_before == metrics_after
+    metrics_after = {p.parent.name: p.read_bytes() for p in (project / "metrics").glob("*/metrics.json")}
+    live_after = {k: p.read_bytes() for k, p in files(project / "metrics").items() if not k.endswith("timing.json")}
+    assert live_before.keys() == live_after.keys() and live_before == live_after  # metrics, plots, images, dvc.yaml
+    assert metrics_before == metrics_after  # byte for byte: wall-clock figures live in the ignored timing.json
+    assert (project / "dvc.lock").read_text() == lock_before  # so `repro -f` rewrites no md5
+    timing_after = {p.parent.name: p.read_bytes() for p in (project / "metrics").glob("*/timing.json")}
+    assert timing_before.keys() == timing_after.keys() and timing_before
+    assert all(timing_before[k] != timing_after[k] for k in timing_before)  # new measurements, not copies
+    assert sh("git", "status", "--porcelain", cwd=project) == ""  # timing.json is ignored: nothing to commit
+
+
+def test_no_metrics_json_carries_timing_and_every_stage_writes_timing_json(project):
+    """Timing/memory figures go to metrics/<stage>/timing.json (process and wall seconds, load average), which is
+    git-ignored and no DVC out; metrics.json keeps only what identical runs reproduce."""
+    from .test_timing import timing_keys
+
+    timed = ("activations", "steering_sweep", "steering", "cross_steering", "head_screening", "head_patching",
+             "circuits")
+    for live in sorted(p for p in (project / "metrics").iterdir() if p.is_dir()):
+        assert timing_keys(json.loads((live / "metrics.json").read_text())) == [], live.name
+        timing = json.loads((live / "timing.json").read_text())
+        assert timing["stage"]["cpu_seconds"] >= 0 and timing["stage"]["wall_seconds"] > 0, live.name
+        assert len(timing["machine"]["load_average_1_5_15_end"]) == 3, live.name
+    assert {p.parent.name for p in (project / "metrics").glob("*/timing.json")} >= set(timed)
+    screening = json.loads((project / "metrics/head_screening/timing.json").read_text())
+    assert screening["executor"] == "local" and screening["screen"]["cpu_seconds"] > 0
+    assert json.loads((project / "metrics/steering_sweep/timing.json").read_text())["generated_tokens_per_s"] > 0
+    status = [line for line in sh("git", "status", "--porcelain", "--ignored", "metrics", cwd=project).splitlines()
+              if line.endswith("timing.json")]
+    assert len(status) == len(list((project / "metrics").glob("*/timing.json")))
+    assert all(line.startswith("!! ") for line in status), status  # ignored by git, so never committed
 
 
 def test_dvc_reads_every_stage_s_dvclive_files(project):
@@ -157,6 +185,5 @@ def test_ray_executor_gives_byte_identical_outs(project, tmp_path):
         assert sorted(local) == sorted(remote) and local, stage
         for name in local:
             assert filecmp.cmp(local[name], remote[name], shallow=False), f"{stage}: {name} differs under Ray"
-        a, b = (json.loads((root / "metrics" / metrics).read_text()) for root in (project, ray_repo))
-        a.pop("timing"), b.pop("timing")
-        assert a == b, stage
+        a, b = ((root / "metrics" / metrics).read_bytes() for root in (project, ray_repo))
+        assert a == b, stage  # timing (incl. the executor) is in timing.json

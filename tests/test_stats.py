@@ -103,6 +103,25 @@ def test_vs_null_p_z_and_quantiles_with_an_explicit_alternative():
         nulls.vs_null(1.0, np.array([]), "greater")
 
 
+def test_vs_null_flags_a_null_without_spread_instead_of_a_noise_driven_z():
+    """A constant null +- 1e-9 (a self-pair's permuted-label cosines): z and p must not follow the float noise."""
+    rng = np.random.default_rng(5)
+    null = 0.7 + rng.normal(0, 1e-9, 200)
+    runs = [nulls.vs_null(0.7 + eps, null + rng.normal(0, 1e-9, 200), alt)
+            for eps in (-3e-9, 0.0, 3e-9) for alt in ("greater", "less", "two-sided")]
+    assert all(r["degenerate"] and r["z"] is None and r["p"] == 1.0 for r in runs)  # within tolerance: a tie
+    above = nulls.vs_null(0.8, null, "greater")  # clearly beyond the point mass: still a stable answer
+    assert above["degenerate"] and above["z"] is None and above["p"] == 1 / 201
+    assert nulls.vs_null(0.8, null, "less")["p"] == 1.0 and nulls.vs_null(0.6, null, "two-sided")["p"] == 1 / 201
+    # the tolerance is relative (DEGENERATE_RTOL x the magnitudes): a null with real spread at any scale keeps z
+    for scale in (1e-12, 1.0, 1e6):
+        ok = nulls.vs_null(3 * scale, rng.normal(0, scale, 200), "greater")
+        assert not ok["degenerate"] and ok["z"] > 2
+    edge = 1.0 + rng.normal(0, 1, 200) * nulls.DEGENERATE_RTOL * 0.5 / 1.0
+    assert nulls.vs_null(1.0, edge, "greater")["degenerate"]
+    edge = 1.0 + rng.normal(0, 1, 200) * nulls.DEGENERATE_RTOL * 3
+    assert not nulls.vs_null(1.0, edge, "greater")["degenerate"]
+
 def test_vs_null_agrees_with_scipy_permutation_test():
     rng = np.random.default_rng(24)
     x, y = rng.normal(0.3, 1, 25), rng.normal(0, 1, 25)

@@ -320,27 +320,24 @@ def test_sweep_plots_without_random_controls_leave_the_band_empty(tmp_path):
 
 
 @pytest.mark.parametrize("stage, override, knob", [
-    ("steering_sweep", {"steering_sweep": {"layers": [1, 3]}}, "steering_sweep.layers"),
-    ("steering", {"steering": {"layer": 3}}, "steering.layer")])
+    ("steering_sweep", {"steering_sweep": {"layers": [1, 30]}}, "steering_sweep.layers"),
+    ("steering", {"steering": {"layer": 30}}, "steering.layer")])
 def test_a_layer_beyond_the_models_depth_is_the_first_check(tmp_path, monkeypatch, capsys, stage, override, knob):
-    """Only the vectors file's keys exist (no prompts, no model): the depth check runs before anything heavy."""
+    """No artefacts at all (no vectors, no prompts) and no weights loaded: the depth comes from the model's GGUF
+    header (SmolLM2-135M: 30 layers), so the check runs before anything is read or loaded."""
     import importlib
 
     import yaml
-    from safetensors.numpy import save_file
 
     from emotion_circuits import cli
 
-    (tmp_path / "results/vectors/smollm2-135m").mkdir(parents=True)
-    save_file({f"blocks.{L}.hook_resid_pre.emotion_vectors": np.zeros((3, 4), np.float32) for L in range(3)},
-              str(tmp_path / "results/vectors/smollm2-135m/sentence_end.safetensors"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(override))
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(f"stages.{stage}")
     assert cli.run_stage(stage, "", module.run, ["--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"error: {knob}: layer 3 is beyond the model's 3 layers (valid: 0..2)"
-    assert not (tmp_path / "results" / stage).exists()
+    assert err == [f"error: {knob}: layer 30 is beyond the model's 30 layers (valid: 0..29)"]
+    assert not (tmp_path / "results").exists()
 
 
 def _single_grid_table():

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from emotion_circuits.errors import UserError
 from emotion_circuits.params import Params, load_params
+from emotion_circuits.runtime.process import Terminated, die_with_parent, stage_process
 
 
 def run_stage(name: str, description: str, body: Callable[[Params, argparse.Namespace], None],
@@ -22,15 +23,20 @@ def run_stage(name: str, description: str, body: Callable[[Params, argparse.Name
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s", stream=sys.stderr, force=True)
     try:
-        body(load_params(args.params), args)
+        with stage_process(name):  # one writer, SIGTERM like Ctrl-C, stale staging removed
+            body(load_params(args.params), args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; no outputs were written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); no outputs were written", file=sys.stderr)
+        return 143
     return 0
 
 
 def main(name: str, description: str, body: Callable[[Params, argparse.Namespace], None]) -> None:
+    die_with_parent()  # process-wide, so only here: killing `dvc` must not leave this stage writing as an orphan
     sys.exit(run_stage(name, description, body))

@@ -6,7 +6,9 @@ Every problem is reported as one `DataError` naming the file and line.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import re
 import unicodedata
@@ -26,6 +28,7 @@ SENTENCE_FIELDS = ("id", "text", "emotion")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-",
                          "\u00a0": " "})
 _SPACE = re.compile(r"\s+")
+_NEWLINE = r"\r\n|\r|\n"  # line ends as csv and editors count them
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,28 @@ def read_records(path: str | Path) -> list[Record]:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise DataError(f"{path}: unsupported format {suffix!r} (use .jsonl or .csv)")
-    text = path.read_text(encoding="utf-8")
+    text = decode_utf8(path, path.read_bytes())
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return _read_jsonl(path, text) if suffix == ".jsonl" else _read_csv(path, text)
 
 
+def decode_utf8(path: Path, raw: bytes) -> str:
+    """UTF-8 with an optional BOM (spreadsheet programs write one); anything else is one error naming the byte."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom + exc.start  # offsets in the file as saved, BOM included
+        line = len(re.split(_NEWLINE.encode(), raw[:offset]))
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[offset]:02x} at byte offset {offset}); "
+                        f"save the file as UTF-8") from None
+
+
 def _read_jsonl(path: Path, text: str) -> list[Record]:
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # not str.splitlines(): it also breaks at U+2028 etc., which a JSON string may hold raw
+    for lineno, line in enumerate(re.split(_NEWLINE, text), start=1):
         if not line.strip():
             continue
         try:
@@ -81,28 +97,43 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
 
 
 def _read_csv(path: Path, text: str) -> list[Record]:
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames:
-        raise DataError(f"{path}:1: missing header row")
-    records = []
-    for row in reader:
-        if None in row:  # more cells than header columns
-            raise DataError(f"{path}:{reader.line_num}: malformed CSV row (more cells than columns)")
-        fields: dict[str, Any] = dict(row)
-        words = fields.get("emotion_words")
-        if isinstance(words, str):
-            words = words.strip()
-            if words.startswith("["):
-                try:
-                    fields["emotion_words"] = json.loads(words)
-                except json.JSONDecodeError:
-                    raise DataError(f"{path}:{reader.line_num}: emotion_words is not a valid JSON list") from None
-            else:
-                fields["emotion_words"] = [w.strip() for w in words.split(";") if w.strip()]
-        records.append(Record(fields, str(path), reader.line_num))
+    """csv.reader on a real stream, so a quoted field may span lines; each record keeps its row's FIRST line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        if not any(h.strip() for h in header):
+            raise DataError(f"{path}:1: missing header row")
+        records = []
+        while True:
+            lineno = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if row:  # csv.reader yields [] for a blank line
+                records.append(Record(_csv_fields(path, lineno, header, row), str(path), lineno))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     if not records:
         raise DataError(f"{path}: file has a header but no rows")
     return records
+
+
+def _csv_fields(path: Path, lineno: int, header: list[str], row: list[str]) -> dict[str, Any]:
+    """One CSV row as fields (missing trailing cells are None); emotion_words is a JSON list or `a;b`."""
+    if len(row) > len(header):
+        raise DataError(f"{path}:{lineno}: malformed CSV row (more cells than columns)")
+    fields: dict[str, Any] = dict(zip(header, [*row, *[None] * (len(header) - len(row))]))
+    words = fields.get("emotion_words")
+    if isinstance(words, str):
+        words = words.strip()
+        if words.startswith("["):
+            try:
+                fields["emotion_words"] = json.loads(words)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{lineno}: emotion_words is not a valid JSON list") from None
+        else:
+            fields["emotion_words"] = [w.strip() for w in words.split(";") if w.strip()]
+    return fields
 
 
 def _require(rec: Record, name: str) -> Any:
@@ -128,7 +159,21 @@ def _identifier(rec: Record) -> str:
     return str(value).strip()
 
 
-def validate_sentences(records: Iterable[Record]) -> tuple[pd.DataFrame, int]:
+def _check_length(rec: Record, ident: str, text: str, max_tokens: int) -> None:
+    """Reject, never truncate, a row longer than `dataset.max_tokens` words (each word is >= 1 token), so a
+    5,000-word text fails here and not as an out-of-memory kill or a context overflow in a model stage."""
+    n_words = len(text.split())
+    if n_words > max_tokens:
+        raise DataError(f"{rec.where()}: row {ident!r} has {n_words} words, more than dataset.max_tokens={max_tokens} "
+                        f"(shorten or split the text, or raise dataset.max_tokens)")
+
+
+def _sources(records: list[Record]) -> str:
+    """The file(s) the records came from, for errors about the whole dataset."""
+    return ", ".join(sorted({rec.source for rec in records})) or "dataset"
+
+
+def validate_sentences(records: Iterable[Record], max_tokens: int = 256) -> tuple[pd.DataFrame, int]:
     """Validate emotion sentences; return the clean frame (sorted by id) and the number of duplicates dropped.
 
     Exact duplicates (same normalised text, case-insensitive, same label) are dropped and counted; a text
@@ -138,9 +183,11 @@ def validate_sentences(records: Iterable[Record]) -> tuple[pd.DataFrame, int]:
     seen_ids: dict[str, str] = {}
     seen_text: dict[str, tuple[str, str]] = {}
     duplicates = 0
+    records = list(records)
     for rec in records:
         ident = _identifier(rec)
         text = _text(rec)
+        _check_length(rec, ident, text, max_tokens)
         emotion = _require(rec, "emotion")
         if emotion not in LABELS:
             raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
@@ -170,21 +217,27 @@ def validate_sentences(records: Iterable[Record]) -> tuple[pd.DataFrame, int]:
         rows.append({"id": ident, "text": text, "emotion": emotion, "emotion_words": words,
                      "register": extra.get("register", ""), "n_words": len(text.split())})
     if not rows:
-        raise DataError("dataset has no rows")
+        raise DataError(f"{_sources(records)}: dataset has no rows")
     df = pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
     missing = sorted(set(LABELS) - set(df["emotion"]))
     if missing:
-        raise DataError(f"dataset has no rows for emotion(s): {', '.join(missing)}")
+        raise DataError(f"{_sources(records)}: dataset has no rows for emotion(s): {', '.join(missing)}")
     return df, duplicates
 
 
-def stratified_split(df: pd.DataFrame, test_size: float, seed: int) -> pd.Series:
-    """Deterministic emotion-stratified fit/test assignment (depends only on ids, labels and seed)."""
+def stratified_split(df: pd.DataFrame, test_size: float, seed: int, source: str = "dataset") -> pd.Series:
+    """Deterministic emotion-stratified fit/test assignment (depends only on ids, labels and seed).
+
+    `source` names the file in errors: a split that cannot be made is a fault of that file (or of test_size)."""
     counts = df["emotion"].value_counts()
     if (counts < 2).any():
-        raise DataError(f"each emotion needs >= 2 rows to split, got {counts.to_dict()}")
-    fit_idx, test_idx = train_test_split(np.arange(len(df)), test_size=test_size, random_state=seed,
-                                         stratify=df["emotion"].to_numpy())
+        raise DataError(f"{source}: each emotion needs >= 2 rows to split, got {counts.to_dict()}")
+    try:
+        fit_idx, test_idx = train_test_split(np.arange(len(df)), test_size=test_size, random_state=seed,
+                                             stratify=df["emotion"].to_numpy())
+    except ValueError as exc:  # e.g. fewer test rows than emotions
+        raise DataError(f"{source}: cannot split {len(df)} rows with dataset.test_size={test_size} stratified "
+                        f"by emotion ({exc})") from None
     split = np.empty(len(df), dtype=object)
     split[fit_idx] = "fit"
     split[test_idx] = "test"
@@ -206,10 +259,10 @@ def select_profile(df: pd.DataFrame, profile: str, per_emotion: int, seed: int) 
 
 
 def build_sentences(path: str | Path, test_size: float, seed: int, profile: str,
-                    smoke_per_emotion: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+                    smoke_per_emotion: int, max_tokens: int = 256) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The dataset stage's core: read -> validate -> dedupe -> split -> profile; returns frame and metrics."""
-    df, duplicates = validate_sentences(read_records(path))
-    df["split"] = stratified_split(df, test_size, seed)
+    df, duplicates = validate_sentences(read_records(path), max_tokens)
+    df["split"] = stratified_split(df, test_size, seed, str(path))
     df = select_profile(df, profile, smoke_per_emotion, seed)
     counts = {label: {s: int(((df["emotion"] == label) & (df["split"] == s)).sum()) for s in ("fit", "test")}
               for label in LABELS}
@@ -224,11 +277,12 @@ def build_sentences(path: str | Path, test_size: float, seed: int, profile: str,
     return df, metrics
 
 
-def build_real_world(path: str | Path) -> pd.DataFrame:
+def build_real_world(path: str | Path, max_tokens: int = 256) -> pd.DataFrame:
     """Real-world texts (posts, reviews, e-mails) with a dominant-emotion label, for steering evaluation."""
     rows, seen = [], set()
     for rec in read_records(path):
         ident, text, label = _identifier(rec), _text(rec), _require(rec, "label")
+        _check_length(rec, ident, text, max_tokens)
         if label not in LABELS:
             raise DataError(f"{rec.where()}: unknown label {label!r} (allowed: {', '.join(LABELS)})")
         if ident in seen:
@@ -238,11 +292,12 @@ def build_real_world(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
 
 
-def build_prompts(path: str | Path) -> pd.DataFrame:
+def build_prompts(path: str | Path, max_tokens: int = 256) -> pd.DataFrame:
     """Neutral sentence openings that steering continues."""
     rows, seen = [], set()
     for rec in read_records(path):
         ident, text = _identifier(rec), _text(rec)
+        _check_length(rec, ident, text, max_tokens)
         if ident in seen:
             raise DataError(f"{rec.where()}: duplicate id {ident!r}")
         seen.add(ident)
@@ -256,7 +311,7 @@ def load_lexicons(path: str | Path) -> dict[str, list[str]]:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(decode_utf8(path, path.read_bytes()))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
     if not isinstance(raw, dict) or set(raw) != set(EMOTIONS):

@@ -21,3 +21,8 @@ class ModelLoadError(UserError):
 
 class SteeringError(UserError, ValueError):
     """A steering condition that cannot run on this model (layer out of range, wrong width, encoder)."""
+
+
+class ArtefactError(UserError):
+    """A stage's input artefact is missing, damaged or from an older run; the message names the file and what to
+    run (`dvc pull` or `dvc repro <stage>`)."""

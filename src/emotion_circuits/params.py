@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +30,20 @@ class DatasetParams:
     test_size: float = 0.25
     profile: str = "baseline"
     smoke_per_emotion: int = 8
+    max_tokens: int = 256  # rows with more words are rejected by the dataset stage, more tokens by model stages
 
     def __post_init__(self) -> None:
-        if not 0.0 < float(self.test_size) < 1.0:
-            raise ParamsError(f"dataset.test_size must be in (0, 1), got {self.test_size!r}")
-        if self.profile not in ("baseline", "smoke"):
+        for name in ("path", "real_world", "steering_prompts", "lexicons"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ParamsError(f"dataset.{name} must be a file path, got {getattr(self, name)!r}")
+        # type first: "abc", true or NaN must be one line, not a ValueError from float()/int()
+        size = self.test_size
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0.0 < size < 1.0:
+            raise ParamsError(f"dataset.test_size must be a number in (0, 1), got {size!r}")
+        if not isinstance(self.profile, str) or self.profile not in ("baseline", "smoke"):
             raise ParamsError(f"dataset.profile must be 'baseline' or 'smoke', got {self.profile!r}")
-        if int(self.smoke_per_emotion) < 2:
-            raise ParamsError(f"dataset.smoke_per_emotion must be >= 2, got {self.smoke_per_emotion!r}")
+        _check_ints("dataset", self, ("smoke_per_emotion",), minimum=2)
+        _check_ints("dataset", self, ("max_tokens",))
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -67,10 +76,11 @@ class ActivationParams:
     device: str = "cpu"
     dtype: str = "float32"
     shard_rows: int = 256
+    max_batch_tokens: int = 8192  # padded tokens per forward: with dataset.max_tokens, what bounds memory
 
     def __post_init__(self) -> None:
         _check_device("activations", self.device, self.dtype)
-        _check_ints("activations", self, ("shard_rows", "batch_size"))
+        _check_ints("activations", self, ("shard_rows", "batch_size", "max_batch_tokens"))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         object.__setattr__(self, "positions", tuple(self.positions))
         for hook in self.hooks:
@@ -440,6 +450,132 @@ class Params:
                               f"vectors and alignment maps)")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed interval of a number (or of each number of a list) and whether a list may be empty."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+    nonempty: bool = False
+
+    def holds(self, v: float) -> bool:
+        return ((self.lo is None or (v > self.lo if self.open_lo else v >= self.lo)) and
+                (self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)))
+
+    def text(self) -> str:
+        lo, hi = (None if v is None else int(v) if float(v).is_integer() else v for v in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.open_lo else '['}{lo}, {hi}{')' if self.open_hi else ']'}"
+        if lo is not None:
+            return f"{'>' if self.open_lo else '>='} {lo}"
+        return f"{'<' if self.open_hi else '<='} {hi}"
+
+
+# Ranges by dotted key, on top of the type every field's annotation gives (checked for all sections by
+# `_conform`); choices and cross-field rules stay in each dataclass's __post_init__.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "models": Range(nonempty=True),
+    "alignment.reduce_dim": Range(2),
+    "alignment.ks": Range(1, nonempty=True),
+    "alignment.k_report": Range(1),
+    "alignment.ridge_alphas": Range(0, open_lo=True, nonempty=True),
+    "alignment.massive_share": Range(0, 1, True, True),
+    "vectors.probe_hooks": Range(nonempty=True),
+    "steering_common.emotions": Range(nonempty=True),
+    "steering_common.window_n": Range(1),
+    "steering_common.positions": Range(0),
+    "steering_common.decay": Range(0, 1, open_lo=True),
+    "steering_common.nll_threshold": Range(0, open_lo=True),
+    "steering_common.evaluators": Range(nonempty=True),
+    "steering_sweep.layers": Range(0, nonempty=True),
+    "steering_sweep.alphas": Range(nonempty=True),
+    "steering.layer": Range(0),
+    "cross_steering.depth": Range(0, 1),
+    "statistics.power_ds": Range(0, open_lo=True, nonempty=True),
+    "statistics.metric_families": Range(nonempty=True),
+    "head_patching.patch_modes": Range(nonempty=True),
+}
+
+# what a value of each annotated type must be: (singular, plural)
+_KINDS = {bool: ("true or false", "true or false"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+          str: ("a non-empty string", "names")}
+
+
+def _what(hint: type, rng: Range | None) -> tuple[str, str]:
+    """How a number's range reads in an error, in the words `_check_ints` uses for the common cases."""
+    one, many = _KINDS[hint]
+    if rng is None or (rng.lo is None and rng.hi is None):
+        return ("a finite number", "finite numbers") if hint is float else (one, many)
+    if hint is int and rng.hi is None and rng.lo in (0, 1) and not rng.open_lo:
+        return ("a non-negative integer", "non-negative integers") if rng.lo == 0 else (
+            "a positive integer", "positive integers")
+    return f"{one} {rng.text()}", f"{many} {rng.text()}"
+
+
+def _scalar(hint: type, rng: Range | None, value: Any) -> tuple[Any, tuple[str, str] | None]:
+    """(the value as read, None) or (value, what it must be): the type of the annotation, finite, in range."""
+    if hint is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return value, _KINDS[hint]
+    if isinstance(value, bool) and hint is not bool or not isinstance(value, (int, float) if hint is float else hint):
+        return value, _KINDS[hint]
+    if hint is str and not value.strip():
+        return value, _KINDS[hint]
+    if hint is float and not math.isfinite(value):
+        return value, ("a finite number", "finite numbers")
+    if hint in (int, float) and rng is not None and not rng.holds(value):
+        return value, _what(hint, rng)
+    return value, None
+
+
+def _conform(key: str, hint: Any, value: Any) -> Any:
+    """`value` checked against the field's annotation and `RANGES[key]`: one ParamsError naming the dotted key.
+    Lists must be lists (a string is not a list of names), bools bools (not 0/1), numbers finite."""
+    rng = RANGES.get(key)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        if str in args and isinstance(value, str):
+            return value
+        rest = [a for a in args if a is not str]
+        if not rest:
+            raise ParamsError(f"{key} must be null or a string, got {value!r}")
+        return _conform(key, rest[0], value)
+    if typing.get_origin(hint) is tuple:
+        item = args[0]
+        if not isinstance(value, (list, tuple)):
+            written = f" (write [{value}])" if isinstance(value, (str, int, float)) else ""
+            raise ParamsError(f"{key} must be a list of {_what(item, rng)[1]}, got {value!r}{written}")
+        if rng is not None and rng.nonempty and not value:
+            raise ParamsError(f"{key} must not be empty")
+        out = []
+        for i, v in enumerate(value):
+            v, problem = _scalar(item, rng, v)
+            if problem:
+                raise ParamsError(f"{key} must be {problem[1]}: item {i} is {v!r}")
+            out.append(v)
+        return tuple(out)
+    if hint not in _KINDS:
+        return value
+    value, problem = _scalar(hint, rng, value)
+    if problem:
+        raise ParamsError(f"{key} must be {problem[0]}, got {value!r}")
+    return value
+
+
+def _conformed(cls: type, section: dict, name: str) -> dict:
+    """Every value of a params section checked against its field's annotation (before the dataclass sees it)."""
+    hints = typing.get_type_hints(cls)
+    prefix = f"{name}." if name else ""
+    return {k: _conform(f"{prefix}{k}", hints[k], v) for k, v in section.items()}
+
+
 def _build(cls: type[T], section: Any, name: str) -> T:
     if section is None:
         return cls()
@@ -449,6 +585,7 @@ def _build(cls: type[T], section: Any, name: str) -> T:
     unknown = sorted(set(section) - known)
     if unknown:
         raise ParamsError(f"unknown key(s) in params section {name!r}: {', '.join(unknown)}")
+    section = _conformed(cls, section, name)
     try:
         return cls(**section)
     except TypeError as exc:  # wrong value types that the dataclass itself rejects
@@ -470,7 +607,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(Params)})
     if unknown:
         raise ParamsError(f"{path}: unknown top-level key(s): {', '.join(map(str, unknown))}")
-    top = {k: raw[k] for k in scalars if k in raw}
+    top = _conformed(Params, {k: raw[k] for k in scalars if k in raw}, "")
     if isinstance(raw.get("execution"), dict) and "executor" in raw["execution"]:
         raise ParamsError(f"{path}: execution.executor is not a key: set the top-level `executor`")
     return Params(

@@ -49,11 +49,14 @@ def random_subspace_overlaps(v: np.ndarray, k: int, n: int, rng: np.random.Gener
         k, v.shape[0])
 
 
-def null_summary(raw: float, null: np.ndarray, alternative: Alternative) -> dict[str, float]:
+def null_summary(raw: float, null: np.ndarray, alternative: Alternative) -> dict[str, Any]:
     """raw next to its null, the columns the alignment outputs have always had (raw, null_mean, null_q95, z, p),
-    from `stats.nulls.vs_null` with the null's declared alternative."""
+    from `stats.nulls.vs_null` with the null's declared alternative, plus `degenerate`: a null without spread
+    (e.g. a self-pair's permuted-label cosines, all 1 to 1e-7) has z None and a tolerance-aware p, and callers
+    report it as untestable rather than as evidence either way."""
     s = vs_null(raw, np.asarray(null, dtype=float), alternative)
-    return {"raw": raw, "null_mean": s["null_mean"], "null_q95": s["q95"], "z": s["z"], "p": s["p"]}
+    return {"raw": raw, "null_mean": s["null_mean"], "null_q95": s["q95"], "z": s["z"], "p": s["p"],
+            "degenerate": s["degenerate"]}
 
 
 def _centre(x: np.ndarray) -> np.ndarray:

@@ -40,7 +40,10 @@ def verdict(a: str, b: str, rows: list[dict[str, Any]], k: int) -> str:
     passing = sum(passes_all_nulls(r) for r in rows)
     above_random = sum(r["overlap_after"] > r["vs_random_subspace"]["null_q95"] for r in rows)
     above_perm = sum(r["overlap_after"] > r["vs_permuted_labels"]["null_q95"] for r in rows)
-    specific = sum(r["specific_vector_cosine_after"]["p"] < 0.05 for r in rows)
+    # a degenerate permuted-label null (no spread, z None) cannot test specificity: counted apart, never as transfer
+    untestable = sum(bool(r["specific_vector_cosine_after"].get("degenerate")) for r in rows)
+    specific = sum(r["specific_vector_cosine_after"]["p"] < 0.05 and not r["specific_vector_cosine_after"].get(
+        "degenerate") for r in rows)
     interp = sum(r["interpolation"] for r in rows)
     mean_after = float(np.mean([r["overlap_after"] for r in rows]))
     mean_rand = float(np.mean([r["vs_random_subspace"]["null_q95"] for r in rows]))
@@ -57,7 +60,8 @@ def verdict(a: str, b: str, rows: list[dict[str, Any]], k: int) -> str:
                  "pairs, but not beyond every null at any single pair.")
     else:
         text += "No alignment beyond chance."
-    text += f" Emotion-specific directions transfer (permutation p < 0.05) at {specific}/{n} layer pairs."
+    text += f" Emotion-specific directions transfer (permutation p < 0.05) at {specific}/{n} layer pairs"
+    text += (f" ({untestable}/{n} untestable: their permuted-label null has no spread)." if untestable else ".")
     if interp:
         text += f" Warning: the map interpolates (train R^2 > 0.9, held-out <= 0) at {interp}/{n} layer pairs."
     return text
@@ -79,6 +83,7 @@ def layer_pair_entry(r: dict[str, Any]) -> dict[str, Any]:
         "procrustes_r2_heldout": r["procrustes_r2_heldout"],
         "specific_vector_cosine": r["specific_vector_cosine_after"]["raw"],
         "specific_vector_p": r["specific_vector_cosine_after"]["p"],
+        "specific_vector_null_degenerate": bool(r["specific_vector_cosine_after"].get("degenerate", False)),
         "passes_all_nulls": passes_all_nulls(r),
         # width-free: the models' own emotion geometry compared, no map and no shared coordinates
         "rsa": r["rsa"]["raw"], "rsa_null_mean": r["rsa"]["null_mean"], "rsa_null_q95": r["rsa"]["null_q95"],

@@ -544,9 +544,15 @@ class SourceStats:
     counts: torch.Tensor
 
 
-def source_stats(lm: LoadedModel, batches: Sequence[SentenceBatch], max_offset: int = 128) -> SourceStats:
-    """Means over source runs of what the patching modes write in (see the module docstring)."""
+def source_stats(lm: LoadedModel, batches: Sequence[SentenceBatch], max_offset: int | None = None) -> SourceStats:
+    """Means over source runs of what the patching modes write in (see the module docstring).
+
+    Offsets reach back to the longest source sentence by default (K = its end position), so every key of
+    every source sentence has a slot whatever the sentence length (a fixed K overflowed on long sentences).
+    """
     a = arch(lm)
+    if max_offset is None:
+        max_offset = max((int(b.end_pos.max()) for b in batches if len(b)), default=0) or 1
     z = {m: torch.zeros(a.n_heads, a.d_head, dtype=torch.float64) for m in range(a.n_layers)}
     val = {m: torch.zeros(a.n_heads, max_offset, a.d_head, dtype=torch.float64) for m in range(a.n_layers)}
     pbos = {m: torch.zeros(a.n_heads, dtype=torch.float64) for m in range(a.n_layers)}

@@ -24,6 +24,7 @@ from emotion_circuits.errors import DataError, ParamsError
 from emotion_circuits.runtime.executor import chunked, imap_chunks
 from emotion_circuits.store.activations import model_dirname
 from emotion_circuits.store.io import read_tensors
+from emotion_circuits.model.lengths import check_token_counts
 from emotion_circuits.model.loading import LoadedModel, load_model
 from emotion_circuits.model.site import Site
 from emotion_circuits.params import (CircuitParams, ExecutionParams, HeadParams, HeadPatchingParams,
@@ -89,9 +90,24 @@ def layer_directions(vectors_dir: Path, lm: LoadedModel, hook: str = "resid_post
     return (out / np.linalg.norm(out, axis=-1, keepdims=True)).astype(np.float32)
 
 
+def token_counts(lm: LoadedModel, texts: Sequence[str], prepend_bos: bool) -> list[int]:
+    """Tokens each sentence takes in a forward (the explicit BOS included)."""
+    bos = int(prepend_bos and lm.tokenizer.bos_token_id is not None)
+    return [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + bos for t in texts]
+
+
+def check_lengths(lm: LoadedModel, sentences: pd.DataFrame, max_tokens: int | None, prepend_bos: bool,
+                  what: str) -> None:
+    """One clear error, before any forward, for a sentence over min(`dataset.max_tokens`, the context)."""
+    ids = sentences["id"].tolist() if "id" in sentences else list(range(len(sentences)))
+    check_token_counts(lm, token_counts(lm, sentences["text"].tolist(), prepend_bos), ids, max_tokens, what)
+
+
 def make_batches(lm: LoadedModel, df: pd.DataFrame, batch_size: int, prepend_bos: bool
                  ) -> list[tuple[H.SentenceBatch, np.ndarray]]:
-    """Length-sorted batches (little padding) and the frame rows each holds."""
+    """Length-sorted batches (little padding) and the frame rows each holds; a sentence over the model's context
+    is one clear error (the stages check `dataset.max_tokens` up front with `check_lengths`)."""
+    check_lengths(lm, df, None, prepend_bos, f"heads {lm.name}")
     lengths = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in df["text"]]
     order = sorted(range(len(df)), key=lambda i: (lengths[i], i))
     out = []

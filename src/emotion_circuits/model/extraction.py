@@ -5,6 +5,12 @@ d_model] to [batch, d_model] on the spot (so nothing per-token is kept), and the
 after the last requested hook fired: the final norm and the 49k-wide unembedding are never computed.
 Batches use right padding; with a causal mask (or an encoder's attention mask) the real tokens never see
 the pads, so batched == one-by-one up to float rounding (tested).
+
+Memory is bounded by design, not by the out-of-memory back-off (which only sees CUDA errors): every row is
+checked against min(`dataset.max_tokens`, the model's context) before any forward, and a batch holds at most
+`activations.max_batch_tokens` padded tokens (rows sorted longest first, so a long row shares its batch with
+few others), so the per-layer peak (attention scores ~ batch x heads x length^2) depends on those two knobs,
+never on the longest text of the dataset.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from tqdm.auto import tqdm
 
 from emotion_circuits.data import find_word_spans
 from emotion_circuits.model.hooks import hook_name, residual_hooks
+from emotion_circuits.model.lengths import check_token_counts
 from emotion_circuits.model.loading import LoadedModel, load_model
 from emotion_circuits.model.site import Site
 from emotion_circuits.params import ActivationParams, ExecutionParams
@@ -135,15 +142,33 @@ class ExtractionResult:
 Sink = Callable[[list[int], dict[str, dict[str, torch.Tensor]]], None]
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) slices of rows sorted longest first: at most `batch_size` rows and at most
+    `max_batch_tokens` padded tokens (rows x the first row's length) each; a single row always forms a batch.
+    With rows of at most max_batch_tokens / batch_size tokens the cut is every `batch_size` rows, as before."""
+    out, lo = [], 0
+    while lo < len(lengths):
+        fit = batch_size if max_batch_tokens is None else max(1, max_batch_tokens // max(1, lengths[lo]))
+        hi = min(lo + min(batch_size, fit), len(lengths))
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
 def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], hooks: Sequence[str],
             positions: Sequence[str], batch_size: int, prepend_bos: bool = True,
-            progress: bool = True, sink: Sink | None = None) -> ExtractionResult:
+            progress: bool = True, sink: Sink | None = None, max_tokens: int | None = None,
+            row_ids: Sequence | None = None, max_batch_tokens: int | None = None) -> ExtractionResult:
     """Residuals for every row at every layer; batches are length-sorted so padding is minimal.
 
     With a `sink` (e.g. `ShardWriter.add`) each batch is handed over as soon as it is computed and nothing is
-    accumulated, so memory stays bounded by one batch whatever the model width, depth or dataset size.
+    accumulated, so memory stays bounded by one batch whatever the model width, depth or dataset size. Every
+    row is checked against min(`max_tokens`, the model's context) before the first forward (`row_ids` name
+    the offender); batches hold at most `max_batch_tokens` padded tokens (`plan_batches`).
     """
     rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
+    check_token_counts(lm, [len(r.input_ids) for r in rows], row_ids if row_ids is not None else range(len(rows)),
+                       max_tokens, f"activations {lm.name}")
     names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
     acts: dict[str, dict[str, np.ndarray]] = {}
     if sink is None:
@@ -165,7 +190,9 @@ def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Seque
         sink(idx, run_capture(lm, ids, mask, names, position_reducers(batch, ids.shape[1], positions)))
         bar.update(len(idx))
 
-    used = run_with_backoff(len(order), batch_size, run, f"activations {lm.name}")
+    used = batch_size  # an out-of-memory halving sticks for the batches after it
+    for lo, hi in plan_batches([len(rows[i].input_ids) for i in order], batch_size, max_batch_tokens):
+        used = run_with_backoff(hi - lo, used, lambda a, b: run(lo + a, lo + b), f"activations {lm.name}")
     bar.close()
     seconds = time.perf_counter() - start
     return ExtractionResult(acts, rows, sum(len(r.input_ids) for r in rows), seconds, batch_size=used)
@@ -185,6 +212,10 @@ class ActivationChunk:
     index: tuple[int, ...]
     texts: tuple[str, ...]
     emotion_words: tuple[tuple[str, ...], ...]
+    ids: tuple[str, ...] = ()  # the rows' dataset ids, for the too-long error; positions if empty
+    # A model's first chunk carries all of its rows (ids, texts, emotion words): their lengths are checked
+    # before that model's first forward, so a too-long last row fails the stage at once, not after hours.
+    preflight: tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]] | None = None
 
 
 @dataclass
@@ -209,8 +240,9 @@ class ActivationWorker:
     `activations` params and the seed (random-weight models), which is all Ray ships to an actor; device/dtype
     `auto` resolve where the worker loads its model."""
 
-    def __init__(self, p: ActivationParams, seed: int, on_rows: Callable[[int], None] | None = None):
-        self.p, self.seed, self.on_rows = p, seed, on_rows
+    def __init__(self, p: ActivationParams, seed: int, on_rows: Callable[[int], None] | None = None,
+                 max_tokens: int | None = None):
+        self.p, self.seed, self.on_rows, self.max_tokens = p, seed, on_rows, max_tokens
         self.lm: LoadedModel | None = None
         self.name: str | None = None
 
@@ -229,6 +261,10 @@ class ActivationWorker:
     def __call__(self, chunk: ActivationChunk) -> ChunkResult:
         p = self.p
         lm, load_s = self._model(chunk.model)
+        if chunk.preflight is not None:
+            ids, texts, words = chunk.preflight
+            rows = [tokenize_row(lm.tokenizer, t, w, p.prepend_bos, lm.causal) for t, w in zip(texts, words)]
+            check_token_counts(lm, [len(r.input_ids) for r in rows], ids, self.max_tokens, f"activations {lm.name}")
         batches: list = []
 
         def sink(local: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -237,22 +273,27 @@ class ActivationWorker:
                 self.on_rows(len(local))
 
         result = extract(lm, chunk.texts, chunk.emotion_words, p.hooks, p.positions, p.batch_size, p.prepend_bos,
-                         progress=False, sink=sink)
+                         progress=False, sink=sink, max_tokens=self.max_tokens, row_ids=chunk.ids or chunk.index,
+                         max_batch_tokens=p.max_batch_tokens)
         return ChunkResult(lm.name, activation_metadata(lm, p.prepend_bos),
                            result.rows, batches, result.n_tokens, load_s, result.seconds, result.batch_size,
                            peak_rss_mb(), str(lm.device))
 
 
 def activation_chunks(models: Sequence[str], texts: Sequence[str], emotion_words: Sequence[Sequence[str]],
-                      chunk_size: int) -> list[ActivationChunk]:
+                      chunk_size: int, ids: Sequence[str] = ()) -> list[ActivationChunk]:
     """Model-major chunks of `chunk_size` consecutive dataset rows: the same cut under every executor, so the
     batches (length-sorted within a chunk), and therefore the bytes, are the same whoever computes them."""
     out = []
+    all_words = tuple(tuple(str(w) for w in ws) for ws in emotion_words)
+    all_ids = tuple(str(i) for i in ids) if len(ids) else tuple(range(len(texts)))
     for model in models:
         for lo in range(0, len(texts), chunk_size):
             idx = tuple(range(lo, min(lo + chunk_size, len(texts))))
-            out.append(ActivationChunk(model, idx, tuple(texts[i] for i in idx),
-                                       tuple(tuple(str(w) for w in emotion_words[i]) for i in idx)))
+            first = lo == 0 and len(texts) > chunk_size  # a single chunk checks its rows in extract() anyway
+            out.append(ActivationChunk(model, idx, tuple(texts[i] for i in idx), tuple(all_words[i] for i in idx),
+                                       tuple(str(ids[i]) for i in idx) if len(ids) else (),
+                                       (all_ids, tuple(texts), all_words) if first else None))
     return out
 
 
@@ -295,21 +336,24 @@ class _ModelOutput:
 
 
 def extract_models(models: Sequence[str], sentences, p: ActivationParams, seed: int, execution: ExecutionParams,
-                   out_dir, progress: bool = True) -> tuple[dict, dict]:
+                   out_dir, progress: bool = True, max_tokens: int | None = None) -> tuple[dict, dict]:
     """Stream every model's activations into `<out_dir>/<model>/` shards (`p.shard_rows` rows each); chunks run
-    locally or on Ray actors (`execution`), results are written in chunk order. Returns (per-model metrics,
-    per-model timing)."""
+    locally or on Ray actors (`execution`), results are written in chunk order. Rows over min(`max_tokens`
+    (= `dataset.max_tokens`), the model's context) are one clear error. Returns (per-model metrics, per-model
+    timing)."""
     from functools import partial
 
     from emotion_circuits.runtime.executor import imap_chunks
 
     texts, words = sentences["text"].tolist(), sentences["emotion_words"].tolist()
-    chunks = activation_chunks(models, texts, words, execution.chunk_size)
+    ids = sentences["id"].tolist() if "id" in sentences else ()
+    chunks = activation_chunks(models, texts, words, execution.chunk_size, ids)
     bar = tqdm(total=len(texts) * len(models), desc="activations", unit="row", disable=not progress,
                mininterval=1.0)
     local = execution.executor == "local"
-    results = imap_chunks(partial(ActivationWorker, p, seed), chunks, execution, what="activations",
-                          local_factory=lambda: ActivationWorker(p, seed, on_rows=bar.update))
+    results = imap_chunks(partial(ActivationWorker, p, seed, max_tokens=max_tokens), chunks, execution,
+                          what="activations",
+                          local_factory=lambda: ActivationWorker(p, seed, on_rows=bar.update, max_tokens=max_tokens))
     metrics, timing = {}, {}
     current: _ModelOutput | None = None
 

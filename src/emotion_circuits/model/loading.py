@@ -6,16 +6,20 @@ architecture is supported, so hook names are `blocks.{L}.hook_resid_pre` etc. ev
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -130,13 +134,15 @@ def package_dir(package: str) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def quiet() -> Any:
     """Silence HF's load-time chatter (progress bars, 'newly initialised weights' warnings)."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, hub_level = hf_logging.get_verbosity(), hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # its HTTP retry warnings ("Retrying in 1s [Retry 1/5]") go to stderr
     hf_logging.disable_progress_bar()
     old = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -146,6 +152,7 @@ def _quiet() -> Any:
             yield
     finally:
         hf_logging.set_verbosity(level)
+        hub_logging.set_verbosity(hub_level)
         if bars:
             hf_logging.enable_progress_bar()
         if old is None:
@@ -154,7 +161,7 @@ def _quiet() -> Any:
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = old
 
 
-def _packaged_gguf(spec: ModelSpec) -> Path:
+def packaged_gguf(spec: ModelSpec) -> Path:
     """The GGUF a single package ships whole (source `gguf_package`)."""
     gguf = package_dir(spec.location) / str(spec.filename)
     if not gguf.exists():
@@ -209,6 +216,43 @@ def _load_package_dir(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
     return AutoModel.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # one TCP connect to the hub endpoint; DNS included (the probe runs in a thread)
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to `endpoint` (HF_ENDPOINT, else huggingface.co) opens within `timeout`; asked once
+    per process. Without it every `from_pretrained` of an uncached id retries 5 times with backoff (~25 s and ~22
+    stderr lines) before failing."""
+    url = urlsplit(endpoint)
+    address = (url.hostname or "", url.port or (80 if url.scheme == "http" else 443))
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_kwargs(location: str) -> dict[str, Any]:
+    """`from_pretrained` kwargs for an HF id or directory: `local_files_only=True` when the hub is off
+    (HF_HUB_OFFLINE) or unreachable, so a cached id loads at once and an uncached one fails at once, quietly."""
+    if Path(location).is_dir():
+        return {}
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or not hub_reachable(constants.ENDPOINT):
+        return {"local_files_only": True}
+    return {}
+
+
 def config_is_causal(config: Any) -> bool:
     """A decoder-only LM by its HF config (architectures ending in ForCausalLM / LMHeadModel)."""
     return not getattr(config, "is_encoder_decoder", False) and any(
@@ -226,7 +270,8 @@ def is_causal(name: str) -> bool:
     from transformers import AutoConfig
 
     try:
-        return config_is_causal(AutoConfig.from_pretrained(spec.location))
+        with quiet():
+            return config_is_causal(AutoConfig.from_pretrained(spec.location, **hub_kwargs(spec.location)))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read the config of model {name!r} ({spec.location!r}): not cached and the hub "
                              f"is unreachable, or the id does not exist [{type(exc).__name__}]") from None
@@ -237,15 +282,16 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype, device_map: str | None) -> tup
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     registered = spec.name in REGISTRY
+    hub = hub_kwargs(spec.location)
     try:
-        config = AutoConfig.from_pretrained(spec.location)
+        config = AutoConfig.from_pretrained(spec.location, **hub)
         causal = config_is_causal(config)
         cls = AutoModelForCausalLM if causal else AutoModel
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype": dtype, **hub}
         if device_map:
             kwargs["device_map"] = device_map
         model = cls.from_pretrained(spec.location, **kwargs)
-        tok = AutoTokenizer.from_pretrained(spec.location)
+        tok = AutoTokenizer.from_pretrained(spec.location, **hub)
     except (OSError, ValueError, ImportError) as exc:
         hint = ("" if registered else
                 f" {spec.name!r} is not a registered name either (known: {', '.join(sorted(REGISTRY))}).")
@@ -313,7 +359,7 @@ def _boot_bridge(name: str, model: Any, tok: Any) -> Any | None:
     if not model.config.architectures:  # in-process models: the bridge picks its adapter by this key
         model.config.architectures = [type(model).__name__]
     try:
-        with _quiet():
+        with quiet():
             return TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tok)
     except Exception as exc:  # unsupported architecture: fall back to HF module hooks, said loudly
         log.warning("TransformerBridge cannot wrap %s (%s: %s); using HF module hooks instead",
@@ -344,9 +390,9 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32", seed: int
         return LoadedModel(name, spec, model, trained.tokenizer, bridge, trained.n_layers, trained.d_model)
     spec = resolve_spec(name)
     torch_dtype = _DTYPES[dtype]
-    with _quiet():
+    with quiet():
         if spec.source == "gguf_package":
-            model, tok = _load_gguf(spec, _packaged_gguf(spec), torch_dtype)
+            model, tok = _load_gguf(spec, packaged_gguf(spec), torch_dtype)
         elif spec.source == "gguf_parts":
             model, tok = _load_gguf(spec, _assembled_gguf(spec), torch_dtype)
         elif spec.source == "package_dir":

@@ -196,11 +196,12 @@ def reproducibility(lock_path: Path, dvc_yaml: Path, stage: str) -> tuple[str, s
     """(dvc.lock excerpt, params) for the report's upstream stages.
 
     Only content-addressed facts go in: each upstream stage's command, the md5 of every code/data dep and out
-    recorded in dvc.lock, and the params it ran with. Files under metrics/ are left out (their `timing` figures
-    change on every run; their values are in the report itself), and so is the git revision: the report is built
-    before the commit that will record it, and a revision in the text would make `dvc repro -f` after every
-    commit produce a different report from the same inputs. The dvc.lock md5s pin the exact code instead; the
-    commit is the one whose dvc.lock lists this report's md5 (`git log -- dvc.lock`)."""
+    recorded in dvc.lock, and the params it ran with. Files under metrics/ are left out (their values are in the
+    report itself; timing lives in the git-ignored metrics/<stage>/timing.json, never read here), and so is the
+    git revision: the report is built before the commit that will record it, and a revision in the text would
+    make `dvc repro -f` after every commit produce a different report from the same inputs. The dvc.lock md5s
+    pin the exact code instead; the commit is the one whose dvc.lock lists this report's md5
+    (`git log -- dvc.lock`)."""
     if not Path(lock_path).exists():
         return "dvc.lock not found: build the report through `dvc repro` to record the upstream hashes.", "{}"
     lock = (yaml.safe_load(Path(lock_path).read_text(encoding="utf-8")) or {}).get("stages", {}) or {}
@@ -577,9 +578,9 @@ def reproducibility_section(doc: Doc, repro: tuple[str, str], env: str) -> None:
     doc.h(2, "Reproducibility")
     doc.p("Built by `dvc repro report` from the metrics and plots of the stages below, nothing else. Rebuild: "
           "`dvc repro`; compare two experiments: `dvc exp diff`, `dvc metrics diff`, `dvc plots diff` (see the "
-          "README). Upstream stages as recorded in `dvc.lock` (code, data and outs by md5; metrics files omitted "
-          "because of their timing fields). No git revision is embedded, so the same inputs give the same bytes: "
-          "the commit is the one whose `dvc.lock` lists this report's md5.")
+          "README). Upstream stages as recorded in `dvc.lock` (code, data and outs by md5; metrics files omitted: "
+          "their numbers are the report's own). No git revision is embedded, so the same inputs give the same "
+          "bytes: the commit is the one whose `dvc.lock` lists this report's md5.")
     doc.pre(repro[0])
     doc.p("Params the upstream stages ran with (from `dvc.lock`):")
     doc.pre(repro[1])

@@ -11,6 +11,10 @@ from scipy import stats
 
 Alternative = Literal["greater", "less", "two-sided"]
 ALTERNATIVES = ("greater", "less", "two-sided")
+# A null whose SD is at most this fraction of the magnitudes involved (max |value|, |null mean|) has no scale:
+# float32 scores carry ~1e-7 relative noise, so e.g. a self-pair's permuted-label cosines that all equal 1 to 1e-7
+# would otherwise give a z of +-1e6 whose sign, and a p that flips between 1/(n+1) and 1, follow the noise.
+DEGENERATE_RTOL = 1e-5
 
 
 def vs_null(value: float, null: np.ndarray, alternative: Alternative) -> dict:
@@ -20,8 +24,11 @@ def vs_null(value: float, null: np.ndarray, alternative: Alternative) -> dict:
     alternative (explicit, no default: the caller says what it tests): "greater" counts null >= value, "less"
     null <= value (both as scipy.stats.permutation_test counts them), "two-sided" |null - mean| >= |value - mean|
     (distance from the null's centre; the doubled one-sided p of scipy only coincides for a symmetric null).
-    A degenerate null (SD 0, or a single draw) has no scale: z is None (JSON null), never inf.
-    The null keeps the caller's dtype (float32 scores keep their float32 mean, as the stages always had)."""
+    A degenerate null (a single draw, or SD <= DEGENERATE_RTOL x max(|value|, |null mean|)) has no scale:
+    `degenerate` is True, z is None (JSON null), never inf, and p compares within that tolerance (a value within
+    it of the null ties with every draw: p = 1; beyond it, in the tested direction: 1/(n+1)), so float noise
+    cannot flip it. The null keeps the caller's dtype (float32 scores keep their float32 mean, as the stages
+    always had)."""
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
     null = np.asarray(null).ravel()
@@ -29,15 +36,18 @@ def vs_null(value: float, null: np.ndarray, alternative: Alternative) -> dict:
         raise ValueError("vs_null needs at least one null draw")
     centre = null.mean()  # in the null's dtype, as the distances below
     sd = float(null.std(ddof=1)) if null.size > 1 else 0.0
+    tol = DEGENERATE_RTOL * max(abs(float(value)), abs(float(centre)))
+    degenerate = sd <= tol or null.size < 2
+    slack = tol if degenerate else 0.0  # ties within the tolerance, only where the null has no scale to judge by
     if alternative == "greater":
-        hits = np.sum(null >= value)
+        hits = np.sum(null >= value - slack)
     elif alternative == "less":
-        hits = np.sum(null <= value)
+        hits = np.sum(null <= value + slack)
     else:
-        hits = np.sum(np.abs(null - centre) >= abs(value - centre))
-    return {"p": float((1 + hits) / (1 + null.size)), "z": (value - float(centre)) / sd if sd > 0 else None,
-            "null_mean": float(centre), "null_sd": sd, "q05": float(np.quantile(null, 0.05)),
-            "q95": float(np.quantile(null, 0.95)), "n_null": int(null.size)}
+        hits = np.sum(np.abs(null - centre) >= abs(value - centre) - slack)
+    return {"p": float((1 + hits) / (1 + null.size)), "z": None if degenerate else (value - float(centre)) / sd,
+            "degenerate": bool(degenerate), "null_mean": float(centre), "null_sd": sd,
+            "q05": float(np.quantile(null, 0.05)), "q95": float(np.quantile(null, 0.95)), "n_null": int(null.size)}
 
 
 def _welch_t(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from emotion_circuits.errors import SteeringError
 from emotion_circuits.model.hooks import residual_hooks
+from emotion_circuits.model.lengths import context_length
 from emotion_circuits.model.loading import LoadedModel
 from emotion_circuits.model.padding import pad_rows, pad_with_mask
 from emotion_circuits.model.site import Site
@@ -115,6 +116,21 @@ def validate(lm: LoadedModel, conditions: Sequence[Condition]) -> None:
             raise SteeringError(f"layer {c.layer} out of range for {lm.name} (0..{lm.n_layers - 1})")
         if np.shape(c.direction) != (lm.d_model,):
             raise SteeringError(f"direction has shape {np.shape(c.direction)}, expected ({lm.d_model},)")
+
+
+def check_prompt_lengths(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, prepend_bos: bool) -> None:
+    """Every prompt plus its `max_new_tokens` continuation fits the model's context: one clear error before any
+    generation (past the context the position table overflows mid-run, an IndexError deep in the model)."""
+    ctx = context_length(lm)
+    if ctx is None:
+        return
+    for prompt in dict.fromkeys(prompts):
+        n = len(tokenize_prompt(lm, prompt, prepend_bos))
+        if n + max_new_tokens > ctx:
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            raise SteeringError(f"steering {lm.name}: prompt {shown!r} has {n} tokens; with max_new_tokens="
+                                f"{max_new_tokens} that is {n + max_new_tokens}, over the model's context of {ctx} "
+                                f"tokens (shorten the prompt or lower max_new_tokens)")
 
 
 @contextlib.contextmanager
@@ -274,6 +290,7 @@ def generate(lm: LoadedModel, conditions: Sequence[Condition], max_new_tokens: i
     Conditions are sorted by prompt length so rows in a batch pad little; results come back in input order.
     """
     validate(lm, conditions)
+    check_prompt_lengths(lm, [c.prompt for c in conditions], max_new_tokens, prepend_bos)
     order = sorted(range(len(conditions)), key=lambda i: (len(conditions[i].prompt), i))
     results: list[list[int]] = [[] for _ in conditions]
     bar = tqdm(total=len(conditions), desc=f"steering {lm.name}", unit="cond", disable=not progress, mininterval=1.0)

@@ -8,15 +8,15 @@ import pandas as pd
 from emotion_circuits import EMOTIONS
 from emotion_circuits.evaluation.catalog import families_in, metric_families
 from emotion_circuits.params import SteeringCommonParams, SteeringParams, SteeringSweepParams
-from emotion_circuits.runtime.resources import peak_rss_mb
 from emotion_circuits.steering.sweep import best_rows
 
 FAMILIES = metric_families()  # every registered evaluator's metric families, in registry order
 
 
 def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParams, g: SteeringSweepParams,
-                  n_conditions: int, n_tokens: int, seconds: float) -> dict:
-    """metrics/steering.json: per emotion the best condition with its CI, random null and fluency."""
+                  n_conditions: int) -> dict:
+    """metrics/steering_sweep/metrics.json: per emotion the best condition with its CI, random null and fluency
+    (no timing: that goes to `generation_timing` -> timing.json, so reruns give the same bytes)."""
     c = common
     primary = c.primary_metric if f"{c.primary_metric}_effect" in summary else families_in(summary.rename(
         columns=lambda col: col.replace("_effect", "_x")))[0]
@@ -28,9 +28,7 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParam
                                 "other_metrics": {f: float(r[f"{f}_effect"]) for f in FAMILIES
                                                   if f != primary and f"{f}_effect" in r}}
                          for name, r in picks.items()}
-                    for e, picks in best_rows(summary, primary, g.random_alphas).items()},
-           "timing": {"seconds": round(seconds, 1), "generated_tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1),
-                      "peak_rss_mb": peak_rss_mb()}}
+                    for e, picks in best_rows(summary, primary, g.random_alphas).items()}}
     for ev in evaluators:
         if hasattr(ev, "test_accuracy"):
             out["embedding_evaluator_test_accuracy"] = ev.test_accuracy
@@ -98,14 +96,19 @@ def _effect_entry(r, primary: str) -> dict:
             "n": int(r["n"] if isinstance(r, pd.Series) else r.n)}
 
 
+def generation_timing(seconds: float, n_tokens: int) -> dict:
+    """The generation's wall seconds and tokens/s for the stage's timing.json (`StageLive.log_timing`)."""
+    return {"generation_wall_seconds": round(seconds, 3), "generated_tokens": n_tokens,
+            "generated_tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1)}
+
+
 def single_metrics(parts: dict, common: SteeringCommonParams, single: SteeringParams, alpha: float,
-                   n_conditions: int, seconds: float) -> dict:
+                   n_conditions: int) -> dict:
     """metrics/steering_alpha.json: effects at the chosen alpha per prompt set and variant, each with its CI,
     random null (neutral prompts), fluency."""
     primary = common.primary_metric
     out = {"model": common.model, "alpha": alpha, "layer": single.layer, "primary_metric": primary,
-           "n_conditions": n_conditions,
-           "timing": {"seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb()}}
+           "n_conditions": n_conditions}
     for name, frame in parts.items():
         section = {}
         for r in frame.itertuples():

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from emotion_circuits.errors import ArtefactError
+from emotion_circuits.store.integrity import advice, stage_of
 from emotion_circuits.store.io import read_parquet, read_tensors, write_parquet, write_tensors
 
 Captured = dict[str, dict[str, torch.Tensor]]  # {hook_name: {position: [batch, d_model]}}
@@ -89,18 +91,49 @@ def save_activations(out_dir, result: Any, index: pd.DataFrame, metadata: dict, 
 
 
 def load_activations(model_dir, position: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """(row index frame, {hook_name: [n_rows, d_model] float32 array}) for one model and position mode."""
+    """(row index frame, {hook_name: [n_rows, d_model] float32 array}) for one model and position mode.
+
+    The shards must cover every row of the index exactly once, with one width per hook: a lost shard would
+    otherwise read back as rows of zeros.
+    """
     model_dir = Path(model_dir)
     index = read_parquet(model_dir / "index.parquet")
     shards = sorted((model_dir / position).glob("shard-*.safetensors"))
     if not shards:
-        raise FileNotFoundError(f"no activation shards in {model_dir / position}")
+        raise ArtefactError(f"no activation shards in {model_dir / position}: {_advice(model_dir)}")
+    n_rows = len(index)
+    seen = np.zeros(n_rows, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
     for path in shards:
         tensors = read_tensors(path)
+        if "row_index" not in tensors:
+            raise _damaged(path, "no row_index tensor")
         rows = tensors.pop("row_index").numpy()
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n_rows)):
+            raise _damaged(path, f"row_index outside the {n_rows} rows of {model_dir / 'index.parquet'}")
+        if out and set(tensors) != set(out):
+            raise _damaged(path, f"hooks differ from {shards[0].name}")
         for name, values in tensors.items():
+            if values.ndim != 2 or values.shape[0] != len(rows) or (name in out and values.shape[1] !=
+                                                                     out[name].shape[1]):
+                raise _damaged(path, f"{name} has shape {tuple(values.shape)} for {len(rows)} rows")
             if name not in out:
-                out[name] = np.zeros((len(index), values.shape[1]), dtype=np.float32)
+                out[name] = np.zeros((n_rows, values.shape[1]), dtype=np.float32)
             out[name][rows] = values.numpy()
+        np.add.at(seen, rows, 1)
+    if (seen != 1).any():
+        bad = int(np.flatnonzero(seen != 1)[0])
+        what = "missing from every shard" if seen[bad] == 0 else f"in {int(seen[bad])} shards"
+        raise ArtefactError(f"{model_dir / position}: {int((seen == 0).sum())} of {n_rows} rows missing, "
+                            f"{int((seen > 1).sum())} duplicated (row {bad} {what}; a shard was lost or is "
+                            f"from another run): {_advice(model_dir)}")
     return index, out
+
+
+def _advice(path: Path) -> str:
+    found = stage_of(path)
+    return advice(*found) if found else "rewrite the activations"
+
+
+def _damaged(path: Path, why: str) -> ArtefactError:
+    return ArtefactError(f"{path} is damaged ({why}): {_advice(path)}")

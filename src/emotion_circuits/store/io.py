@@ -51,8 +51,38 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(dumps_json(obj), encoding="utf-8")
 
 
+def _checked(path: Path) -> None:
+    """Every read of a stage's results first verifies that folder against the writer's manifest (once per
+    process; store/integrity.py), so no reader can use a damaged, partial or stale upstream artefact."""
+    from emotion_circuits.store.integrity import checked
+
+    checked(path)
+
+
+@contextlib.contextmanager
+def _readable(path: Path, kind: str) -> Iterator[None]:
+    """Turn a damaged file's library error (SafetensorError, ArrowInvalid, JSONDecodeError, ...) into one line
+    naming the file and what to run; a missing file stays FileNotFoundError."""
+    from safetensors import SafetensorError
+
+    from emotion_circuits.errors import ArtefactError
+    from emotion_circuits.store.integrity import advice, stage_of
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, pa.ArrowException, OSError, ValueError) as err:
+        found = stage_of(path)
+        todo = advice(*found) if found else "rewrite or restore it"
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ArtefactError(f"{path} is not a readable {kind} file ({reason}): {todo}") from None
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    _checked(path)
+    with _readable(path, "JSON"):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -62,7 +92,9 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(path))
+    _checked(path)
+    with _readable(path, "parquet"):
+        return pd.read_parquet(Path(path))
 
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], metadata: Mapping[str, str]) -> None:
@@ -79,13 +111,16 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], 
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    _checked(path)
+    with _readable(path, "safetensors"):
+        return load_file(str(path))
 
 
 def read_tensor_metadata(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
+    _checked(path)
+    with _readable(path, "safetensors"), safe_open(str(path), "pt") as f:
         return json.loads((f.metadata() or {}).get("emotion_circuits", "{}"))
 
 
@@ -110,12 +145,22 @@ def staged_outputs(*targets: Path) -> Iterator[list[Path]]:
         for target, path in zip(targets, staged):
             if not path.exists():
                 raise RuntimeError(f"stage did not produce its output {target}")
+        _write_manifests(targets, staged)
         for target, path in zip(targets, staged):
             _remove(target)
             os.replace(path, target)
     finally:
         for root in staging_roots:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _write_manifests(targets: list[Path], staged: list[Path]) -> None:
+    """Each stage results folder gets its content hashes (store/integrity.py), checked by every reader."""
+    from emotion_circuits.store.integrity import is_stage_out, write_manifest
+
+    for target, path in zip(targets, staged):
+        if path.is_dir() and is_stage_out(target):
+            write_manifest(path)
 
 
 def _remove(path: Path) -> None:
