@@ -5,7 +5,6 @@ each next to random same-size head sets."""
 from emotion_circuits import cli
 from emotion_circuits.heads import runs as head_runs
 from emotion_circuits.store import paths
-from emotion_circuits.heads import engine as H
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.errors import ParamsError
 from emotion_circuits.model.info import stage_model
@@ -17,7 +16,8 @@ def run(params, args) -> None:
     hp, pp, ablation = params.heads, params.head_patching, params.head_screening.ablation
     # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
     info = stage_model(hp.model, "heads.model", params.models)
-    for m, h in (head_runs.parse_head(head) for head in pp.patch_heads):
+    chosen = [head_runs.parse_head(head) for head in pp.patch_heads]
+    for m, h in chosen:
         if not (m < info.n_layers and h < info.n_heads):
             raise ParamsError(f"head_patching.patch_heads: L{m}H{h} does not exist in {hp.model} "
                               f"({info.n_layers} layers x {info.n_heads} heads)")
@@ -26,13 +26,7 @@ def run(params, args) -> None:
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
     lm = head_runs.head_model(hp, params.seed)
     head_runs.check_lengths(lm, sentences, params.dataset.max_tokens, hp.prepend_bos, "head_patching")
-    a = H.arch(lm)
-    if pp.patch_heads:
-        chosen = [head_runs.parse_head(h) for h in pp.patch_heads]
-        for m, h in chosen:
-            if not (0 <= m < a.n_layers and 0 <= h < a.n_heads):
-                raise ParamsError(f"head_patching.patch_heads: L{m}H{h} does not exist in {lm.name} "
-                                            f"({a.n_layers} layers x {a.n_heads} heads)")
+    if chosen:
         heads = {e: chosen for e in head_runs.EMOTIONS}
     else:
         heads = head_runs.top_heads(read_parquet(paths.SCREENING / "summary.parquet"), pp.top_k)

@@ -97,18 +97,20 @@ def token_counts(lm: LoadedModel, texts: Sequence[str], prepend_bos: bool) -> li
 
 
 def check_lengths(lm: LoadedModel, sentences: pd.DataFrame, max_tokens: int | None, prepend_bos: bool,
-                  what: str) -> None:
-    """One clear error, before any forward, for a sentence over min(`dataset.max_tokens`, the context)."""
+                  what: str) -> list[int]:
+    """One clear error, before any forward, for a sentence over min(`dataset.max_tokens`, the context); else
+    each sentence's token count."""
     ids = sentences["id"].tolist() if "id" in sentences else list(range(len(sentences)))
-    check_token_counts(lm, token_counts(lm, sentences["text"].tolist(), prepend_bos), ids, max_tokens, what)
+    counts = token_counts(lm, sentences["text"].tolist(), prepend_bos)
+    check_token_counts(lm, counts, ids, max_tokens, what)
+    return counts
 
 
 def make_batches(lm: LoadedModel, df: pd.DataFrame, batch_size: int, prepend_bos: bool
                  ) -> list[tuple[H.SentenceBatch, np.ndarray]]:
     """Length-sorted batches (little padding) and the frame rows each holds; a sentence over the model's context
     is one clear error (the stages check `dataset.max_tokens` up front with `check_lengths`)."""
-    check_lengths(lm, df, None, prepend_bos, f"heads {lm.name}")
-    lengths = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in df["text"]]
+    lengths = check_lengths(lm, df, None, prepend_bos, f"heads {lm.name}")  # BOS adds the same 1 to every row
     order = sorted(range(len(df)), key=lambda i: (lengths[i], i))
     out = []
     for start in range(0, len(order), batch_size):

@@ -155,6 +155,16 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
     return out
 
 
+def tokenize_rows(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], prepend_bos: bool,
+                  max_tokens: int | None, row_ids: Sequence | None = None) -> list[TokenizedRow]:
+    """Every row tokenised, after one clear error for a row over min(`max_tokens`, the model's context)
+    (`row_ids` name the offender; positions if None)."""
+    rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
+    check_token_counts(lm, [len(r.input_ids) for r in rows], row_ids if row_ids is not None else range(len(rows)),
+                       max_tokens, f"activations {lm.name}")
+    return rows
+
+
 def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Sequence[str]], hooks: Sequence[str],
             positions: Sequence[str], batch_size: int, prepend_bos: bool = True,
             progress: bool = True, sink: Sink | None = None, max_tokens: int | None = None,
@@ -166,9 +176,7 @@ def extract(lm: LoadedModel, texts: Sequence[str], emotion_words: Sequence[Seque
     row is checked against min(`max_tokens`, the model's context) before the first forward (`row_ids` name
     the offender); batches hold at most `max_batch_tokens` padded tokens (`plan_batches`).
     """
-    rows = [tokenize_row(lm.tokenizer, t, w, prepend_bos, lm.causal) for t, w in zip(texts, emotion_words)]
-    check_token_counts(lm, [len(r.input_ids) for r in rows], row_ids if row_ids is not None else range(len(rows)),
-                       max_tokens, f"activations {lm.name}")
+    rows = tokenize_rows(lm, texts, emotion_words, prepend_bos, max_tokens, row_ids)
     names = [hook_name(layer, h) for layer in range(lm.n_layers) for h in hooks]
     acts: dict[str, dict[str, np.ndarray]] = {}
     if sink is None:
@@ -263,8 +271,7 @@ class ActivationWorker:
         lm, load_s = self._model(chunk.model)
         if chunk.preflight is not None:
             ids, texts, words = chunk.preflight
-            rows = [tokenize_row(lm.tokenizer, t, w, p.prepend_bos, lm.causal) for t, w in zip(texts, words)]
-            check_token_counts(lm, [len(r.input_ids) for r in rows], ids, self.max_tokens, f"activations {lm.name}")
+            tokenize_rows(lm, texts, words, p.prepend_bos, self.max_tokens, ids)
         batches: list = []
 
         def sink(local: list[int], captured: dict[str, dict[str, torch.Tensor]]) -> None:

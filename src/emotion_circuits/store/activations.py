@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from emotion_circuits.errors import ArtefactError
-from emotion_circuits.store.integrity import advice, stage_of
+from emotion_circuits.store.integrity import advice_for
 from emotion_circuits.store.io import read_parquet, read_tensors, write_parquet, write_tensors
 
 Captured = dict[str, dict[str, torch.Tensor]]  # {hook_name: {position: [batch, d_model]}}
@@ -131,8 +131,7 @@ def load_activations(model_dir, position: str) -> tuple[pd.DataFrame, dict[str, 
 
 
 def _advice(path: Path) -> str:
-    found = stage_of(path)
-    return advice(*found) if found else "rewrite the activations"
+    return advice_for(path, "rewrite the activations")
 
 
 def _damaged(path: Path, why: str) -> ArtefactError:

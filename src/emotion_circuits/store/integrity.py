@@ -42,6 +42,12 @@ def advice(stage: str, out_dir: Path) -> str:
     return f"run `dvc pull {out_dir}` or `dvc repro -f {stage}`"
 
 
+def advice_for(path: Path, otherwise: str) -> str:
+    """What to run about a bad file: `advice` for its stage's results folder, `otherwise` outside any."""
+    found = stage_of(path)
+    return advice(*found) if found else otherwise
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -20,7 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from emotion_circuits.errors import ArtefactError
+from emotion_circuits.store.integrity import advice_for, checked, is_stage_out, write_manifest
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -51,36 +55,24 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(dumps_json(obj), encoding="utf-8")
 
 
-def _checked(path: Path) -> None:
-    """Every read of a stage's results first verifies that folder against the writer's manifest (once per
-    process; store/integrity.py), so no reader can use a damaged, partial or stale upstream artefact."""
-    from emotion_circuits.store.integrity import checked
-
-    checked(path)
-
-
 @contextlib.contextmanager
 def _readable(path: Path, kind: str) -> Iterator[None]:
     """Turn a damaged file's library error (SafetensorError, ArrowInvalid, JSONDecodeError, ...) into one line
-    naming the file and what to run; a missing file stays FileNotFoundError."""
-    from safetensors import SafetensorError
-
-    from emotion_circuits.errors import ArtefactError
-    from emotion_circuits.store.integrity import advice, stage_of
-
+    naming the file and what to run; a missing file stays FileNotFoundError. Readers call it after
+    `integrity.checked`: every read of a stage's results first verifies that folder against the writer's
+    manifest (once per process), so no reader can use a damaged, partial or stale upstream artefact."""
     try:
         yield
     except FileNotFoundError:
         raise
     except (SafetensorError, pa.ArrowException, OSError, ValueError) as err:
-        found = stage_of(path)
-        todo = advice(*found) if found else "rewrite or restore it"
+        todo = advice_for(path, "rewrite or restore it")
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ArtefactError(f"{path} is not a readable {kind} file ({reason}): {todo}") from None
 
 
 def read_json(path: Path) -> Any:
-    _checked(path)
+    checked(path)
     with _readable(path, "JSON"):
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -92,7 +84,7 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    _checked(path)
+    checked(path)
     with _readable(path, "parquet"):
         return pd.read_parquet(Path(path))
 
@@ -111,7 +103,7 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor | np.ndarray], 
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    _checked(path)
+    checked(path)
     with _readable(path, "safetensors"):
         return load_file(str(path))
 
@@ -119,7 +111,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def read_tensor_metadata(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
-    _checked(path)
+    checked(path)
     with _readable(path, "safetensors"), safe_open(str(path), "pt") as f:
         return json.loads((f.metadata() or {}).get("emotion_circuits", "{}"))
 
@@ -156,8 +148,6 @@ def staged_outputs(*targets: Path) -> Iterator[list[Path]]:
 
 def _write_manifests(targets: list[Path], staged: list[Path]) -> None:
     """Each stage results folder gets its content hashes (store/integrity.py), checked by every reader."""
-    from emotion_circuits.store.integrity import is_stage_out, write_manifest
-
     for target, path in zip(targets, staged):
         if path.is_dir() and is_stage_out(target):
             write_manifest(path)
