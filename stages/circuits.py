@@ -16,7 +16,7 @@ def run(params, args) -> None:
     hp, cp = params.heads, params.circuits
     # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
     stage_model(hp.model, "heads.model", params.models)
-    sentences = read_parquet(paths.DATASET / "sentences.parquet")
+    sentences = head_runs.for_heads(read_parquet(paths.DATASET / "sentences.parquet"), params.heads)
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lexicons = load_lexicons(paths.DATASET / "lexicons.json")
     lm = head_runs.head_model(hp, params.seed)

@@ -21,7 +21,7 @@ def run(params, args) -> None:
         if not (m < info.n_layers and h < info.n_heads):
             raise ParamsError(f"head_patching.patch_heads: L{m}H{h} does not exist in {hp.model} "
                               f"({info.n_layers} layers x {info.n_heads} heads)")
-    sentences = read_parquet(paths.DATASET / "sentences.parquet")
+    sentences = head_runs.for_heads(read_parquet(paths.DATASET / "sentences.parquet"), params.heads)
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     neutral = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed, ["neutral"])
     lm = head_runs.head_model(hp, params.seed)

@@ -12,6 +12,7 @@ import yaml
 
 from emotion_circuits import LABELS
 from emotion_circuits.data import (
+    build_dataset,
     build_prompts,
     build_real_world,
     build_sentences,
@@ -280,3 +281,112 @@ def test_dataset_params_of_the_wrong_type_are_one_params_error(tmp_path, key, va
         load_params(tmp_path / "params.yaml")
     assert str(info.value).startswith(f"dataset.{key} must be ") and str(info.value).endswith(f"got {value!r}")
     assert load_params(ROOT / "params.yaml").dataset.max_tokens == DatasetParams().max_tokens == 256
+
+
+# --- dataset.source: hand-written, GoEmotions, both (issue 16) ---
+
+GE_FILE = ROOT / "data/goemotions/goemotions.jsonl"
+GE_ORIGINAL = {"gratitude": "gratitude", "anger": "anger", "apology": "remorse", "neutral": "neutral"}
+
+
+def sources(source: str, profile: str = "baseline", per_class: int = 240):
+    return build_dataset(ROOT / "data/emotions.jsonl", 0.25, 0, profile, 8, source=source, goemotions=GE_FILE,
+                         goemotions_per_class=per_class)
+
+
+def ge_first(n: int) -> tuple[set[str], set[str]]:
+    """Ids of the first `n` shipped GoEmotions rows of each class, and of the rest (the judges' pool)."""
+    rows = read_records(GE_FILE)
+    first, rest, seen = set(), set(), Counter()
+    for rec in rows:
+        seen[rec.fields["emotion"]] += 1
+        (first if seen[rec.fields["emotion"]] <= n else rest).add(rec.fields["id"])
+    return first, rest
+
+
+def test_the_source_knob_picks_the_rows_and_splits_each_source_by_emotion():
+    hand, hand_judge, _ = sources("handwritten")
+    ge, ge_judge, ge_metrics = sources("goemotions")
+    both, both_judge, metrics = sources("both")
+    n_hand = len(validate_sentences(read_records(ROOT / "data/emotions.jsonl"))[0])
+    first, pool = ge_first(240)
+    assert len(hand) == n_hand and set(hand["source"]) == {"handwritten"}
+    assert set(ge["id"]) == first and set(ge["source"]) == {"goemotions"} and len(ge) == 4 * 240
+    assert (ge["emotion_words"].str.len() == 0).all()
+    # both = the union, each source split exactly as it is alone (a source's split never depends on the other)
+    pd.testing.assert_frame_equal(both[both["source"] == "handwritten"].reset_index(drop=True), hand)
+    pd.testing.assert_frame_equal(both[both["source"] == "goemotions"].reset_index(drop=True), ge)
+    assert both["id"].is_monotonic_increasing and both["id"].is_unique
+    test_share = both.groupby(["source", "emotion"])["split"].apply(lambda s: (s == "test").mean())
+    assert len(test_share) == 8 and test_share.between(0.24, 0.26).all()
+    assert metrics["counts_by_source"]["goemotions"]["apology"] == {"fit": 180, "test": 60}
+    assert metrics["judge_pool"] == ge_metrics["judge_pool"] == {"gratitude": 760, "anger": 748, "apology": 108,
+                                                                 "neutral": 760}
+    # judge_train: the fit rows + the pool (GoEmotions sources only), never a test-split id
+    for frame, judge in ((hand, hand_judge), (ge, ge_judge), (both, both_judge)):
+        assert list(judge.columns) == ["id", "text", "emotion", "source"]
+        assert not set(judge["id"]) & set(frame.loc[frame["split"] == "test", "id"])
+        assert set(frame.loc[frame["split"] == "fit", "id"]) <= set(judge["id"])
+    assert not set(hand_judge["id"]) & pool and set(hand_judge["source"]) == {"handwritten"}
+    assert pool <= set(ge_judge["id"]) and pool <= set(both_judge["id"])
+    assert len(both_judge) == len(hand_judge) + len(ge_judge) == metrics["n_judge_train"]
+    again = sources("both")
+    pd.testing.assert_frame_equal(again[0], both)
+    pd.testing.assert_frame_equal(again[1], both_judge)
+
+
+def test_smoke_profile_keeps_both_sources_and_both_splits():
+    df, judge, metrics = sources("both", "smoke")
+    assert len(df) == metrics["n_rows"] == 64
+    assert df.groupby(["source", "emotion"]).size().eq(8).all() and len(df.groupby(["source", "emotion"])) == 8
+    assert len(df.groupby(["source", "emotion", "split"])) == 16
+    assert not set(judge["id"]) & set(df.loc[df["split"] == "test", "id"])
+    assert metrics["judge_pool"] == {label: 8 for label in LABELS}
+
+
+def small_sources(tmp_path, ge_rows: list) -> tuple:
+    """A valid 2-per-class hand-written file and the given GoEmotions rows, so only the GoEmotions rows can fail."""
+    hand = [{"id": f"h-{label}-{i}", "text": f"Hand written {label} sentence number {i}.", "emotion": label}
+            for label in LABELS for i in range(2)]
+    write_jsonl(tmp_path / "hand.jsonl", hand)
+    write_jsonl(tmp_path / "ge.jsonl", ge_rows)
+    return tmp_path / "hand.jsonl", tmp_path / "ge.jsonl"
+
+
+def ge_row(i: int, label: str, **over) -> dict:
+    return {"id": f"ge-c{i}", "comment_id": f"c{i}", "text": f"Real comment {i} for {label} here",
+            "emotion": label, "goemotions_label": GE_ORIGINAL[label], **over}
+
+
+GE_OK = [ge_row(i * 4 + j, label) for j, label in enumerate(LABELS) for i in range(2)]
+
+
+@pytest.mark.parametrize("bad, per_class, expected", [
+    ({"emotion": "joy"}, 2, r"ge\.jsonl:9: unknown emotion 'joy'"),
+    ({"goemotions_label": "sadness"}, 2, r"ge\.jsonl:9: goemotions_label 'sadness' does not map to emotion 'anger'"),
+    ({"id": "x-c99"}, 2, r"ge\.jsonl:9: id 'x-c99' must be 'ge-' \+ comment_id \('c99'\)"),
+    ({"emotion_words": ["mad"]}, 2, r"ge\.jsonl:9: unexpected field\(s\) 'emotion_words'"),
+    ({"id": "ge-c0", "comment_id": "c0"}, 2, r"ge\.jsonl:9: duplicate id 'ge-c0' \(first seen at .*ge\.jsonl:1\)"),
+    ({"text": "real comment 0 for GRATITUDE here"}, 2, r"ge\.jsonl:9: same text as .*ge\.jsonl:1"),
+    ({"id": "ge-x", "comment_id": "x"}, 4, r"ge\.jsonl: dataset\.goemotions_per_class=4 but class 'gratitude' has "
+                                          r"only 2 rows"),
+    ({"text": "Hand written neutral sentence number 0."}, 2,
+     r"ge\.jsonl:9: same text as hand-written row 'h-neutral-0' in .*hand\.jsonl but labelled 'anger' vs 'neutral'"),
+])
+def test_bad_goemotions_rows_are_one_error_naming_file_and_line(tmp_path, bad, per_class, expected):
+    hand, ge = small_sources(tmp_path, [*GE_OK, ge_row(99, "anger", **bad)])
+    with pytest.raises(DataError, match=expected) as info:
+        build_dataset(hand, 0.5, 0, "baseline", 8, source="both", goemotions=ge, goemotions_per_class=per_class)
+    assert "\n" not in str(info.value)
+
+
+def test_an_id_in_both_sources_is_an_error_and_a_repeated_text_is_dropped(tmp_path):
+    hand, ge = small_sources(tmp_path, [*GE_OK, ge_row(99, "anger")])
+    rows = read_records(hand)
+    write_jsonl(hand, [*(r.fields for r in rows), {"id": "ge-c99", "text": "Another angry line", "emotion": "anger"}])
+    with pytest.raises(DataError, match=r"ge\.jsonl:9: id 'ge-c99' is also a hand-written row id in .*hand\.jsonl"):
+        build_dataset(hand, 0.5, 0, "baseline", 8, source="both", goemotions=ge, goemotions_per_class=2)
+    hand, ge = small_sources(tmp_path, [ge_row(99, "anger", text="Hand written anger sentence number 1."), *GE_OK])
+    df, _, metrics = build_dataset(hand, 0.5, 0, "baseline", 8, source="both", goemotions=ge, goemotions_per_class=2)
+    assert metrics["cross_source_duplicates_removed"] == 1 and "ge-c99" not in set(df["id"])
+    assert df["text"].str.casefold().is_unique and len(df) == 16

@@ -258,22 +258,153 @@ def select_profile(df: pd.DataFrame, profile: str, per_emotion: int, seed: int) 
     return df.loc[sorted(keep)].reset_index(drop=True)
 
 
-def build_sentences(path: str | Path, test_size: float, seed: int, profile: str,
-                    smoke_per_emotion: int, max_tokens: int = 256) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The dataset stage's core: read -> validate -> dedupe -> split -> profile; returns frame and metrics."""
-    df, duplicates = validate_sentences(read_records(path), max_tokens)
-    df["split"] = stratified_split(df, test_size, seed, str(path))
-    df = select_profile(df, profile, smoke_per_emotion, seed)
-    counts = {label: {s: int(((df["emotion"] == label) & (df["split"] == s)).sum()) for s in ("fit", "test")}
-              for label in LABELS}
+HANDWRITTEN, GOEMOTIONS = "handwritten", "goemotions"
+GOEMOTIONS_FIELDS = ("id", "text", "emotion", "goemotions_label", "comment_id")
+GOEMOTIONS_CLASSES = {"gratitude": "gratitude", "anger": "anger", "remorse": "apology", "neutral": "neutral"}
+JUDGE_TRAIN_FIELDS = ("id", "text", "emotion", "source")
+
+
+def validate_goemotions(records: Iterable[Record], max_tokens: int = 256) -> pd.DataFrame:
+    """Validate the shipped GoEmotions subset; rows stay in FILE order, which is the rank order (the first N of a
+    class are its N lowest hashes), and keep `where` (file:line) for cross-source errors.
+
+    The file is generated (`python -m emotion_circuits.goemotions`), so any duplicate or unknown field is an edit
+    by hand and an error, not something to fix silently."""
+    rows: list[dict[str, Any]] = []
+    seen_ids: dict[str, str] = {}
+    seen_text: dict[str, str] = {}
+    records = list(records)
+    for rec in records:
+        extra = sorted(set(rec.fields) - set(GOEMOTIONS_FIELDS))
+        if extra:
+            raise DataError(f"{rec.where()}: unexpected field(s) {', '.join(map(repr, extra))} (GoEmotions rows have "
+                            f"{', '.join(GOEMOTIONS_FIELDS)})")
+        ident = _identifier(rec)
+        text = _text(rec)
+        _check_length(rec, ident, text, max_tokens)
+        emotion = _require(rec, "emotion")
+        if emotion not in LABELS:
+            raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
+        original = _require(rec, "goemotions_label")
+        if GOEMOTIONS_CLASSES.get(original) != emotion:
+            raise DataError(f"{rec.where()}: goemotions_label {original!r} does not map to emotion {emotion!r} "
+                            f"(allowed: {', '.join(f'{k} -> {v}' for k, v in GOEMOTIONS_CLASSES.items())})")
+        comment_id = _require(rec, "comment_id")
+        if not isinstance(comment_id, str) or ident != f"ge-{comment_id}":
+            raise DataError(f"{rec.where()}: id {ident!r} must be 'ge-' + comment_id ({comment_id!r})")
+        if ident in seen_ids:
+            raise DataError(f"{rec.where()}: duplicate id {ident!r} (first seen at {seen_ids[ident]})")
+        seen_ids[ident] = rec.where()
+        key = text.casefold()
+        if key in seen_text:
+            raise DataError(f"{rec.where()}: same text as {seen_text[key]} (the subset has no duplicate texts)")
+        seen_text[key] = rec.where()
+        rows.append({"id": ident, "text": text, "emotion": emotion, "emotion_words": [], "register": "",
+                     "n_words": len(text.split()), "where": rec.where()})
+    if not rows:
+        raise DataError(f"{_sources(records)}: dataset has no rows")
+    return pd.DataFrame(rows)
+
+
+def drop_cross_source(ge: pd.DataFrame, hand: pd.DataFrame, hand_path: str) -> tuple[pd.DataFrame, int]:
+    """The two sources must not share an id, nor a text under different labels (that text would teach both);
+    a GoEmotions row repeating a hand-written text with the same label is dropped (hand-written wins), counted."""
+    hand_ids = set(hand["id"])
+    hand_text = {t.casefold(): (i, e) for i, t, e in zip(hand["id"], hand["text"], hand["emotion"])}
+    keep = []
+    for ident, text, emotion, where in zip(ge["id"], ge["text"], ge["emotion"], ge["where"]):
+        if ident in hand_ids:
+            raise DataError(f"{where}: id {ident!r} is also a hand-written row id in {hand_path}")
+        other = hand_text.get(text.casefold())
+        if other is not None and other[1] != emotion:
+            raise DataError(f"{where}: same text as hand-written row {other[0]!r} in {hand_path} but labelled "
+                            f"{emotion!r} vs {other[1]!r}")
+        keep.append(other is None)
+    return ge.loc[keep].reset_index(drop=True), int(len(keep) - sum(keep))
+
+
+def first_per_class(ge: pd.DataFrame, per_class: int, path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the first `per_class` rows of each class = sentences, the rest = the judges' pool), in file order."""
+    heads, pools = [], []
+    for label in LABELS:
+        rows = ge[ge["emotion"] == label]
+        if len(rows) < per_class:
+            raise DataError(f"{path}: dataset.goemotions_per_class={per_class} but class {label!r} has only "
+                            f"{len(rows)} rows")
+        heads.append(rows.iloc[:per_class])
+        pools.append(rows.iloc[per_class:])
+    return pd.concat(heads, ignore_index=True), pd.concat(pools, ignore_index=True)
+
+
+def _split_and_profile(df: pd.DataFrame, name: str, path: str, test_size: float, seed: int, profile: str,
+                       per_emotion: int) -> pd.DataFrame:
+    """One source's split (stratified by emotion within the source, so by (source, emotion) overall) and profile;
+    splitting each source on its own keeps the hand-written split identical whatever the other source holds."""
+    df = df.sort_values("id", kind="stable").reset_index(drop=True)
+    df["split"] = stratified_split(df, test_size, seed, path)
+    df["source"] = name
+    return select_profile(df, profile, per_emotion, seed)
+
+
+def build_dataset(path: str | Path, test_size: float, seed: int, profile: str, smoke_per_emotion: int,
+                  max_tokens: int = 256, *, source: str = HANDWRITTEN, goemotions: str | Path | None = None,
+                  goemotions_per_class: int = 240) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The dataset stage's core: (sentences, judge_train, metrics) for `dataset.source`.
+
+    sentences = hand-written rows and/or the first `goemotions_per_class` GoEmotions rows of each class, split
+    fit/test per source; judge_train = its fit rows + the GoEmotions rows beyond those (the pool, which no
+    sentence-level result ever scores on). The smoke profile keeps `smoke_per_emotion` per source and emotion and
+    as many pool rows per class."""
+    parts, duplicates, cross, pool = [], 0, 0, pd.DataFrame(columns=["id", "text", "emotion"])
+    hand = None
+    if source in (HANDWRITTEN, "both"):
+        hand, duplicates = validate_sentences(read_records(path), max_tokens)
+        parts.append(_split_and_profile(hand, HANDWRITTEN, str(path), test_size, seed, profile, smoke_per_emotion))
+    if source in (GOEMOTIONS, "both"):
+        if goemotions is None:
+            raise DataError(f"dataset.source={source!r} needs dataset.goemotions (the GoEmotions subset file)")
+        ge = validate_goemotions(read_records(goemotions), max_tokens)
+        if hand is not None:
+            ge, cross = drop_cross_source(ge, hand, str(path))
+        head, pool = first_per_class(ge.drop(columns="where"), goemotions_per_class, str(goemotions))
+        parts.append(_split_and_profile(head, GOEMOTIONS, str(goemotions), test_size, seed, profile,
+                                        smoke_per_emotion))
+        if profile == "smoke":
+            pool = pool.groupby("emotion", sort=False).head(smoke_per_emotion)
+    if not parts:
+        raise DataError(f"unknown dataset.source {source!r}")
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    df = df.sort_values("id", kind="stable").reset_index(drop=True)
+    fit = df.loc[df["split"] == "fit", ["id", "text", "emotion", "source"]]
+    pieces = [fit, pool[["id", "text", "emotion"]].assign(source=GOEMOTIONS)] if len(pool) else [fit]
+    judge_train = pd.concat(pieces, ignore_index=True)
+    judge_train = judge_train.sort_values("id", kind="stable").reset_index(drop=True)[list(JUDGE_TRAIN_FIELDS)]
+
+    def counts(rows: pd.DataFrame) -> dict[str, dict[str, int]]:
+        return {label: {s: int(((rows["emotion"] == label) & (rows["split"] == s)).sum()) for s in ("fit", "test")}
+                for label in LABELS}
+
     metrics = {
         "n_rows": int(len(df)),
         "duplicates_removed": int(duplicates),
         "profile": profile,
-        "counts": counts,
+        "counts": counts(df),
         "mean_words": {label: round(float(df.loc[df["emotion"] == label, "n_words"].mean()), 3) for label in LABELS},
         "rows_with_emotion_words": int(sum(len(w) > 0 for w in df["emotion_words"])),
+        "source": source,
+        "counts_by_source": {name: counts(df[df["source"] == name]) for name in (HANDWRITTEN, GOEMOTIONS)
+                             if (df["source"] == name).any()},
+        "judge_pool": {label: int((pool["emotion"] == label).sum()) for label in LABELS},
+        "n_judge_train": int(len(judge_train)),
+        "cross_source_duplicates_removed": int(cross),
     }
+    return df, judge_train, metrics
+
+
+def build_sentences(path: str | Path, test_size: float, seed: int, profile: str,
+                    smoke_per_emotion: int, max_tokens: int = 256) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Hand-written sentences only (read -> validate -> dedupe -> split -> profile): frame and metrics."""
+    df, _, metrics = build_dataset(path, test_size, seed, profile, smoke_per_emotion, max_tokens)
     return df, metrics
 
 

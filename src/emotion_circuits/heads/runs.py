@@ -35,6 +35,18 @@ from emotion_circuits.params import (CircuitParams, ExecutionParams, HeadParams,
 REPORT_TOP = 5
 
 
+def for_heads(sentences: pd.DataFrame, hp: HeadParams) -> pd.DataFrame:
+    """The sentences of `heads.source` (default hand-written: every head stage reads clean, word-marked sentences,
+    and the screening's cost stays that of one source); `both` keeps every row."""
+    if hp.source == "both" or "source" not in sentences:
+        return sentences
+    rows = sentences[sentences["source"] == hp.source].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"heads.source={hp.source!r}: results/dataset/sentences.parquet has no such rows "
+                        f"(dataset.source={sorted(set(sentences['source']))}); set heads.source accordingly")
+    return rows
+
+
 def select_sentences(sentences: pd.DataFrame, split: str, n_per_label: int, seed: int,
                      labels: Sequence[str] = EMOTIONS) -> pd.DataFrame:
     """A seeded sample of n sentences per label from `split` (0 = all), in label then id order."""

@@ -67,8 +67,10 @@ class ShardWriter:
 
 def save_index(out_dir, rows: Sequence[Any], index: pd.DataFrame) -> None:
     """The row index beside the shards: dataset ids, labels, split and where each row was read (`rows`: the
-    extraction's tokenised rows, with input_ids, end_pos, emotion_positions and fallback)."""
-    index = index[["id", "emotion", "split"]].copy()
+    extraction's tokenised rows, with input_ids, end_pos, emotion_positions and fallback). `source` says which
+    dataset source a row came from (hand-written or GoEmotions), for the vectors stage's cross-source transfer."""
+    index = index[["id", "emotion", "split"]].assign(
+        source=index["source"] if "source" in index else "handwritten").copy()
     index["n_tokens"] = [len(r.input_ids) for r in rows]
     index["sentence_end_pos"] = [r.end_pos for r in rows]
     index["emotion_token_positions"] = [list(r.emotion_positions) for r in rows]
