@@ -16,7 +16,7 @@ def run(params, args) -> None:
     hp, sc = params.heads, params.head_screening
     # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
     stage_model(hp.model, "heads.model", params.models, sc.max_new_tokens if sc.evaluate_top_n else None)
-    sentences = read_parquet(paths.DATASET / "sentences.parquet")
+    sentences = head_runs.for_heads(read_parquet(paths.DATASET / "sentences.parquet"), params.heads)
     emo = head_runs.select_sentences(sentences, hp.split, hp.n_sentences, params.seed)
     lm = head_runs.head_model(hp, params.seed)
     head_runs.check_lengths(lm, sentences, params.dataset.max_tokens, hp.prepend_bos, "head_screening")
@@ -47,7 +47,7 @@ def run(params, args) -> None:
                                                      pool[pool["emotion"] == "neutral"], hp.batch_size,
                                                      hp.prepend_bos)
         top = head_runs.top_heads(summary, sc.evaluate_top_n) if sc.evaluate_top_n else {}
-        evaluators = _evaluators(sc, sentences, params.seed) if top else []
+        evaluators = _evaluators(sc, params.seed) if top else []
         evaluation = head_runs.evaluate_heads(lm, top, emo, evaluators, sc.n_generate, sc.max_new_tokens,
                                               hp.prepend_bos)
         write_parquet(out / "screening.parquet", table)
@@ -70,10 +70,11 @@ def run(params, args) -> None:
         live.log_metrics(head_runs.screen_metrics(summary, head_runs.REPORT_TOP, evaluation, info, attention))
 
 
-def _evaluators(sc, sentences, seed):
+def _evaluators(sc, seed):
     from emotion_circuits.evaluation.catalog import build_evaluators
 
-    return build_evaluators(sc.evaluators, load_lexicons(paths.DATASET / "lexicons.json"), sentences, seed)
+    return build_evaluators(sc.evaluators, load_lexicons(paths.DATASET / "lexicons.json"),
+                            read_parquet(paths.DATASET / "judge_train.parquet"), seed)
 
 
 if __name__ == "__main__":

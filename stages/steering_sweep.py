@@ -33,7 +33,7 @@ def run(params, args) -> None:
         write_parquet(out / "generations.parquet", table)
         write_parquet(out / "summary.parquet", summary)
         report_steering.write_sweep_plots(summary, live, s.primary_metric)
-        live.log_metrics(report_steering.sweep_metrics(summary, evaluators, s, g, len(conds)))
+        live.log_metrics(report_steering.sweep_metrics(summary, s, g, len(conds)))
         live.log_timing(report_steering.generation_timing(seconds, int(table["n_new_tokens"].sum())))
 
 

@@ -45,7 +45,9 @@ def test_embedding_evaluator_scores_exactly_its_declared_columns():
     from .conftest import ROOT
 
     sentences, _ = build_sentences(ROOT / "data/emotions.jsonl", 0.25, 0, "smoke", 40)
-    (ev,) = build_evaluators(["embedding"], LEXICONS, sentences, 0)
+    train = sentences[sentences["split"] == "fit"].drop(columns="split")  # judge_train holds fit rows only
+    (ev,) = build_evaluators(["embedding"], LEXICONS, train, 0)
+    assert ev.trained_on == frozenset(train["id"])
     scores = ev.score(TEXTS)
     assert list(scores.columns) == [m.column for m in ev.metrics] == ["p_gratitude", "p_anger", "p_apology",
                                                                      "p_neutral"]

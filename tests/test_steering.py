@@ -263,11 +263,11 @@ def test_embedding_evaluator_ranks_known_texts():
     from .conftest import ROOT
 
     sentences, _ = build_sentences(ROOT / "data/emotions.jsonl", 0.25, 0, "smoke", 40)
-    ev = EmbeddingEvaluator(sentences)
+    ev = EmbeddingEvaluator(sentences[sentences["split"] == "fit"].drop(columns="split"))
     scores = ev.score(["Thank you so much, I really appreciate it!", "This is outrageous, I am furious."])
     assert scores.loc[0, "p_gratitude"] > scores.loc[1, "p_gratitude"]
     assert scores.loc[1, "p_anger"] > scores.loc[0, "p_anger"]
-    assert 0.5 < ev.test_accuracy <= 1.0 and isinstance(scores, pd.DataFrame)
+    assert isinstance(scores, pd.DataFrame)  # its held-out accuracy: the judges stage (tests/test_judges.py)
 
 
 def test_pca1_directions_have_the_emotion_vectors_norm(tmp_path):

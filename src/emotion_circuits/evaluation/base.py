@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
 
 EVERY_EMOTION = "*"  # Metric.emotion of a score that is every emotion's own metric in its family (VADER sentiment)
@@ -36,26 +37,32 @@ class Metric:
 
 @dataclass(frozen=True, eq=False)
 class EvaluatorInputs:
-    """Everything an evaluator may be built from (each takes what it needs): the keyword lexicons, the dataset's
-    sentences (fit/test splits, for trained classifiers) and the seed."""
+    """Everything an evaluator may be built from (each takes what it needs): the keyword lexicons, the rows a
+    trained classifier may fit on (`results/dataset/judge_train.parquet`: id, text, emotion, source; every row is
+    a training row, no validation portion is among them) and the seed."""
 
     lexicons: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    sentences: pd.DataFrame | None = None
+    train: pd.DataFrame | None = None
     seed: int = 0
 
 
 class Evaluator(Protocol):
     """A text evaluator. The class's `metrics` are what the registry knows without building it (statistics reads
     them); an instance may refine them once its models load (hf: every label), and `score` returns exactly the
-    instance's `metrics` columns, in order, one row per text."""
+    instance's `metrics` columns, in order, one row per text. `classify(scores)` is its decision rule: its own
+    scores -> one of LABELS per row (how the judges stage validates it); `trained_on` the ids of the rows it was
+    fitted on (empty for rule-based ones), which no validation may score."""
 
     name: ClassVar[str]
     metrics: tuple[Metric, ...]
+    trained_on: frozenset[str]
 
     @classmethod
     def build(cls, inputs: EvaluatorInputs) -> Evaluator: ...
 
     def score(self, texts: Sequence[str]) -> pd.DataFrame: ...
+
+    def classify(self, scores: pd.DataFrame) -> np.ndarray: ...
 
 
 def scores_frame(metrics: Sequence[Metric], values: Mapping[str, Sequence[float]]) -> pd.DataFrame:
@@ -65,3 +72,10 @@ def scores_frame(metrics: Sequence[Metric], values: Mapping[str, Sequence[float]
     if set(values) != set(declared):
         raise RuntimeError(f"scores {sorted(values)} do not match the declared metrics {declared}")
     return pd.DataFrame({c: values[c] for c in declared}, columns=declared)
+
+
+def argmax_labels(scores: pd.DataFrame, columns: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Per row, the label of the highest of `columns` (ties: the first, in `labels` order)."""
+    if len(scores) == 0:
+        return np.array([], dtype=object)
+    return np.asarray(labels, dtype=object)[scores[list(columns)].to_numpy(dtype=float).argmax(axis=1)]

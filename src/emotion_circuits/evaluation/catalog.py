@@ -61,10 +61,11 @@ def own_metric(emotion: str, family: str) -> str | None:
     return None
 
 
-def build_evaluators(names: Sequence[str], lexicons: Mapping[str, Sequence[str]], sentences: pd.DataFrame | None,
+def build_evaluators(names: Sequence[str], lexicons: Mapping[str, Sequence[str]], train: pd.DataFrame | None,
                      seed: int) -> list:
-    """Instantiate the requested evaluators once (models load once per stage). Unknown names are a ParamsError
-    listing the registered ones; two evaluators that score the same column (`lexicon` + `vader`) too."""
+    """Instantiate the requested evaluators once (models load once per stage); `train`: the rows trained ones fit
+    on (judge_train.parquet). Unknown names are a ParamsError listing the registered ones; two evaluators that
+    score the same column (`lexicon` + `vader`) too."""
     classes = [EVALUATORS[n] for n in names]
     owner: dict[str, str] = {}
     for cls in classes:
@@ -72,7 +73,7 @@ def build_evaluators(names: Sequence[str], lexicons: Mapping[str, Sequence[str]]
             if owner.setdefault(m.column, cls.name) != cls.name:
                 raise ParamsError(f"evaluators {owner[m.column]!r} and {cls.name!r} both score {m.column!r}: "
                                   f"list one of them")
-    inputs = EvaluatorInputs(lexicons, sentences, seed)
+    inputs = EvaluatorInputs(lexicons, train, seed)
     return [cls.build(inputs) for cls in classes]
 
 

@@ -1,20 +1,37 @@
 """The seeds' hub classifiers (sentiment, politeness, GoEmotions): every label's probability, `hf_<model>_<label>`.
-Hub-only: offline without a warm cache it is one clear `ModelLoadError`, never a traceback."""
+Hub-only: offline without a warm cache it is one clear `ModelLoadError`, never a traceback.
+
+As a classifier: the GoEmotions model's argmax over its gratitude / anger / remorse (-> apology) / neutral labels
+(the project's classes are GoEmotions classes, so that mapping is the model's own). That model was fine-tuned on
+the GoEmotions training split, which every `ge-` row comes from: its real-text figure would be measured on its own
+training rows, so `trained_on` holds every `ge-` id and validation refuses them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from emotion_circuits.errors import ModelLoadError
 from emotion_circuits.evaluation import EVALUATORS
-from emotion_circuits.evaluation.base import EvaluatorInputs, Metric, scores_frame
+from emotion_circuits.evaluation.base import EvaluatorInputs, Metric, argmax_labels, scores_frame
 
 HF_CLASSIFIERS = ("cardiffnlp/twitter-roberta-base-sentiment-latest", "NOVA-vision-language/polite_bert",
                   "SamLowe/roberta-base-go_emotions")
 EMOTION_LABELS = {"gratitude": "gratitude", "anger": "anger", "remorse": "apology"}  # classifier label -> emotion
 _OWN_MODEL = "roberta-base-go_emotions"  # the default classifier whose labels are the emotions' own hf metrics
+DECISION_LABELS = {"gratitude": "gratitude", "anger": "anger", "apology": "remorse", "neutral": "neutral"}
+
+
+class IdsWithPrefix:
+    """Every id starting with `prefix` (a training set known by its source, not enumerated)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __contains__(self, ident: object) -> bool:
+        return isinstance(ident, str) and ident.startswith(self.prefix)
 
 
 def label_metric(model_id: str, label: str) -> Metric:
@@ -28,6 +45,7 @@ class HFEvaluator:
     name = "hf"
     # known before any model loads (statistics reads them): the GoEmotions labels that name our emotions
     metrics = tuple(label_metric(f"SamLowe/{_OWN_MODEL}", label) for label in EMOTION_LABELS)
+    trained_on = IdsWithPrefix("ge-")  # roberta-base-go_emotions was fine-tuned on the GoEmotions training split
 
     def __init__(self, model_ids: Sequence[str] = HF_CLASSIFIERS, batch_size: int = 32):
         from transformers import pipeline
@@ -59,3 +77,9 @@ class HFEvaluator:
             for label in self.labels[model_id]:
                 columns[label_metric(model_id, label).column] = [row[label] for row in rows]
         return scores_frame(self.metrics, columns)
+
+    @staticmethod
+    def classify(scores: pd.DataFrame) -> np.ndarray:
+        """The GoEmotions model's most probable of its four labels that are our classes."""
+        columns = [f"hf_{_OWN_MODEL}_{DECISION_LABELS[label]}" for label in DECISION_LABELS]
+        return argmax_labels(scores, columns, list(DECISION_LABELS))

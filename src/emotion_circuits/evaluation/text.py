@@ -20,19 +20,25 @@ def repetition_rate(text: str) -> float:
 
 
 def embed_texts(lm, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Sentence embeddings: attention-masked mean of the last hidden state, L2-normalised (MiniLM's recipe)."""
+    """Sentence embeddings: attention-masked mean of the last hidden state, L2-normalised (MiniLM's recipe).
+    Batches hold texts of similar length (then the input order is restored): far less padding to run."""
     import torch
 
     out = []
+    order = np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = lm.tokenizer(list(texts[start: start + batch_size]), padding=True, truncation=True,
+            enc = lm.tokenizer([texts[i] for i in order[start: start + batch_size]], padding=True, truncation=True,
                                max_length=256, return_tensors="pt")
             hidden = lm.hf_model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, lm.d_model), dtype=np.float32)
+    if not out:
+        return np.zeros((0, lm.d_model), dtype=np.float32)
+    result = np.empty((len(texts), out[0].shape[1]), dtype=out[0].dtype)
+    result[order] = np.concatenate(out)
+    return result
 
 
 def continuation_nll(lm, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],

@@ -131,9 +131,9 @@ def run_and_score(lm: LoadedModel, conds: Sequence[Condition], meta: pd.DataFram
 
 
 def stage_evaluators(common: SteeringCommonParams, dataset_dir: Path, seed: int):
-    """The evaluators `common.evaluators` names, built on the dataset stage's lexicons and sentences."""
+    """The evaluators `common.evaluators` names, built on the dataset stage's lexicons and judge training rows."""
     return build_evaluators(common.evaluators, load_lexicons(Path(dataset_dir) / "lexicons.json"),
-                            read_parquet(Path(dataset_dir) / "sentences.parquet"), seed)
+                            read_parquet(Path(dataset_dir) / "judge_train.parquet"), seed)
 
 
 def run_experiment(lm: LoadedModel, conds: Sequence[Condition], meta: pd.DataFrame, evaluators,

@@ -13,7 +13,7 @@ from emotion_circuits.steering.sweep import best_rows
 FAMILIES = metric_families()  # every registered evaluator's metric families, in registry order
 
 
-def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParams, g: SteeringSweepParams,
+def sweep_metrics(summary: pd.DataFrame, common: SteeringCommonParams, g: SteeringSweepParams,
                   n_conditions: int) -> dict:
     """metrics/steering_sweep/metrics.json: per emotion the best condition with its CI, random null and fluency
     (no timing: that goes to `generation_timing` -> timing.json, so reruns give the same bytes)."""
@@ -21,6 +21,7 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParam
     primary = c.primary_metric if f"{c.primary_metric}_effect" in summary else families_in(summary.rename(
         columns=lambda col: col.replace("_effect", "_x")))[0]
     out = {"model": c.model, "primary_metric": primary, "vector_position": c.vector_position, "unit": c.unit,
+           "direction": c.direction,
            "grid": {"layers": list(g.layers), "alphas": list(g.alphas), "n_prompts": g.n_prompts,
                     "n_random": g.n_random, "random_alphas": list(g.random_alphas), "n_conditions": n_conditions},
            "best": {e: {name: {"layer": int(r["layer"]), "alpha": float(r["alpha"]),
@@ -29,9 +30,6 @@ def sweep_metrics(summary: pd.DataFrame, evaluators, common: SteeringCommonParam
                                                   if f != primary and f"{f}_effect" in r}}
                          for name, r in picks.items()}
                     for e, picks in best_rows(summary, primary, g.random_alphas).items()}}
-    for ev in evaluators:
-        if hasattr(ev, "test_accuracy"):
-            out["embedding_evaluator_test_accuracy"] = ev.test_accuracy
     at_random = summary[summary["alpha"].isin(g.random_alphas)]
     out["vs_random"] = {
         f"{r.emotion}|L{r.layer:02d}|a{r.alpha:+g}": {
