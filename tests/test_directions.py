@@ -42,7 +42,7 @@ def cosines(found: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def test_every_method_is_registered_in_order():
-    assert M.METHODS.names() == ["pca1", "probe", "vector"]  # module order: sorted file names
+    assert M.METHODS.names() == ["lda", "pca1", "probe", "specific", "vector"]  # module order: sorted file names
     assert all(isinstance(m, M.DirectionMethod) and m.name == n for n, m in M.METHODS.items())
 
 

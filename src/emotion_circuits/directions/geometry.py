@@ -82,3 +82,14 @@ def layer_pairs(n_a: int, n_b: int, n_pairs: int) -> list[tuple[int, int]]:
     n = max(2, min(n_pairs, n_a, n_b))
     ts = np.linspace(0.0, 1.0, n)
     return [(int(round(t * (n_a - 1))), int(round(t * (n_b - 1)))) for t in ts]
+
+
+def class_means_many(x: np.ndarray, label_sets: np.ndarray, classes) -> np.ndarray:
+    """[n_sets, n_classes, d]: each class's mean of `x` under each row of `label_sets` [n_sets, n] (e.g. permuted
+    labels), as one matrix product of the one-hot labels with `x`: the permutation nulls of every direction that is
+    a function of class means cost one BLAS call instead of n_sets refits. float64."""
+    label_sets = np.atleast_2d(label_sets)
+    onehot = np.stack([label_sets == c for c in classes], axis=1).astype(np.float64)  # [P, K, n]
+    counts = onehot.sum(axis=2, keepdims=True)
+    sums = (onehot.reshape(-1, onehot.shape[2]) @ np.asarray(x, dtype=np.float64)).reshape(*onehot.shape[:2], -1)
+    return sums / np.maximum(counts, 1.0)

@@ -12,12 +12,9 @@ from threadpoolctl import threadpool_limits
 
 from emotion_circuits import EMOTIONS, REFERENCE
 from emotion_circuits.directions.geometry import emotion_vectors
-from emotion_circuits.directions.methods import DirectionMethod, at_norms, register
+from emotion_circuits.directions.methods import CONSTANT, DirectionMethod, at_norms, register
 
 C = 0.1  # the same L2 strength as the vectors stage's accuracy probes
-
-
-CONSTANT = 1e-6  # a feature whose sd is below this fraction of the largest sd is constant (float noise only)
 
 
 def probe_weights(x: np.ndarray, is_emotion: np.ndarray) -> np.ndarray:

@@ -22,6 +22,11 @@ class MeanDifference(DirectionMethod):
     def fit(self, x: np.ndarray, labels: np.ndarray, emotions=EMOTIONS, reference: str = REFERENCE) -> np.ndarray:
         return emotion_vectors(x, labels, emotions, reference)
 
+    vectorised_null = True
+
+    def from_means(self, x: np.ndarray, means: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return means[:, :-1] - means[:, -1:]
+
     def stored(self, x: np.ndarray, labels: np.ndarray, site: Site) -> dict[str, np.ndarray]:
         return {}  # the vectors stage writes `<site>.emotion_vectors` itself (its norms and cosines use them)
 
