@@ -282,7 +282,7 @@ def _bundled_as_csv(project, extra: str = "") -> None:
 def test_dataset_stage_reads_a_bom_csv_with_quoted_newlines(tmp_path):
     import pandas as pd
 
-    project = _project(tmp_path, dataset={"path": "data/emotions.csv"})
+    project = _project(tmp_path, dataset={"path": "data/emotions.csv", "source": "handwritten"})
     _bundled_as_csv(project, 'x-multi,"The meeting is at ten.\r\nBring the slides.",neutral,,work\r\n')
     out = run_module("stages.dataset", cwd=project)
     assert out.returncode == 0, out.stderr

@@ -21,6 +21,9 @@ HOOKS = ("resid_pre", "resid_post")
 POSITIONS = ("sentence_end", "emotion_tokens")
 
 
+SOURCES = ("handwritten", "goemotions", "both")  # dataset.source: hand-written rows, real text, or both
+
+
 @dataclass(frozen=True)
 class DatasetParams:
     path: str = "data/emotions.jsonl"
@@ -31,9 +34,14 @@ class DatasetParams:
     profile: str = "baseline"
     smoke_per_emotion: int = 8
     max_tokens: int = 256  # rows with more words are rejected by the dataset stage, more tokens by model stages
+    source: str = "both"                  # handwritten | goemotions | both: which rows make the sentences
+    goemotions: str = "data/goemotions/goemotions.jsonl"   # the attributed GoEmotions train-split subset
+    goemotions_per_class: int = 240       # its first N rows per class are sentences; the rest only train judges
 
     def __post_init__(self) -> None:
-        for name in ("path", "real_world", "steering_prompts", "lexicons"):
+        if self.source not in SOURCES:
+            raise ParamsError(f"dataset.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        for name in ("path", "real_world", "steering_prompts", "lexicons", "goemotions"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ParamsError(f"dataset.{name} must be a file path, got {getattr(self, name)!r}")
         # type first: "abc", true or NaN must be one line, not a ValueError from float()/int()
@@ -97,13 +105,32 @@ class ActivationParams:
 class VectorParams:
     n_components: int = 8
     probe_hooks: tuple[str, ...] = ("resid_post",)
+    # cross-source transfer (dataset.source = both): directions / probes fit on one source, scored on the other
+    transfer_methods: tuple[str, ...] = ("vector", "specific", "lda", "probe")  # direction methods scored
+    transfer_n_perm: int = 200            # permuted-label directions per method, layer and emotion (the null)
+    probe_n_perm: int = 20                # permuted-label 4-way probes per layer (the probes' null)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probe_hooks", tuple(self.probe_hooks))
+        object.__setattr__(self, "transfer_methods", tuple(self.transfer_methods))
         _check_ints("vectors", self, ("n_components",))
         for hook in self.probe_hooks:
             if hook not in HOOKS:
                 raise ParamsError(f"vectors.probe_hooks: unknown hook point {hook!r} (allowed: {', '.join(HOOKS)})")
+        from emotion_circuits.directions.methods import METHODS  # the registry: a new method is one file
+
+        METHODS.check("vectors.transfer_methods", self.transfer_methods)
+
+
+@dataclass(frozen=True)
+class JudgesParams:
+    """Stage `judges`: every evaluator scored on held-out hand-written and real text it was not trained on."""
+
+    evaluators: tuple[str, ...] = ("lexicon", "vader", "embedding")
+    n_boot: int = 1000                    # bootstrap resamples of the held-out rows (CI of balanced accuracy)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evaluators", tuple(self.evaluators))
 
 
 @dataclass(frozen=True)
@@ -308,6 +335,7 @@ class HeadParams:
 
     model: str = "smollm2-135m"
     split: str = "fit"                       # fit | test | all: where the screened sentences come from
+    source: str = "handwritten"              # handwritten | goemotions | both: which dataset source's sentences
     n_sentences: int = 8                     # per emotion (0 = all of the split); exact screening is ~4 s/sentence
     batch_size: int = 8                      # sentences per clean pass (x n_heads rows per resumed forward)
     prepend_bos: bool = True
@@ -318,6 +346,8 @@ class HeadParams:
         _check_device("heads", self.device, self.dtype)
         if self.split not in ("fit", "test", "all"):
             raise ParamsError(f"heads.split must be fit, test or all, got {self.split!r}")
+        if self.source not in SOURCES:
+            raise ParamsError(f"heads.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         _check_ints("heads", self, ("n_sentences",), 0)
         _check_ints("heads", self, ("batch_size",))
 
@@ -415,6 +445,7 @@ class Params:
     activations: ActivationParams = field(default_factory=ActivationParams)
     # geometry across models
     vectors: VectorParams = field(default_factory=VectorParams)
+    judges: JudgesParams = field(default_factory=JudgesParams)
     alignment: AlignmentParams = field(default_factory=AlignmentParams)
     # steering (top-level `alpha`: the single-condition stage's strength)
     alpha: float = 0.8
@@ -484,6 +515,11 @@ RANGES: dict[str, Range] = {
     "alignment.ridge_alphas": Range(0, open_lo=True, nonempty=True),
     "alignment.massive_share": Range(0, 1, True, True),
     "vectors.probe_hooks": Range(nonempty=True),
+    "vectors.transfer_n_perm": Range(1),
+    "vectors.probe_n_perm": Range(1),
+    "dataset.goemotions_per_class": Range(2),
+    "judges.evaluators": Range(nonempty=True),
+    "judges.n_boot": Range(1),
     "steering_common.emotions": Range(nonempty=True),
     "steering_common.window_n": Range(1),
     "steering_common.positions": Range(0),
@@ -616,6 +652,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         dataset=_build(DatasetParams, raw.get("dataset"), "dataset"),
         activations=_build(ActivationParams, raw.get("activations"), "activations"),
         vectors=_build(VectorParams, raw.get("vectors"), "vectors"),
+        judges=_build(JudgesParams, raw.get("judges"), "judges"),
         alignment=_build(AlignmentParams, raw.get("alignment"), "alignment"),
         steering_common=_build(SteeringCommonParams, raw.get("steering_common"), "steering_common"),
         steering_sweep=_build(SteeringSweepParams, raw.get("steering_sweep"), "steering_sweep"),

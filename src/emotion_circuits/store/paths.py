@@ -46,6 +46,7 @@ def _outs(name: str, live: bool = True, plots: bool = False) -> StageOuts:
 STAGES: dict[str, StageOuts] = {
     "dataset": _outs("dataset"),
     "activations": _outs("activations"),
+    "judges": _outs("judges"),
     "vectors": _outs("vectors", plots=True),
     "alignment": _outs("alignment", plots=True),
     "steering_sweep": _outs("steering_sweep", plots=True),
