@@ -168,6 +168,24 @@ def _check_length(rec: Record, ident: str, text: str, max_tokens: int) -> None:
                         f"(shorten or split the text, or raise dataset.max_tokens)")
 
 
+def _claim_id(rec: Record, ident: str, seen_ids: dict[str, str]) -> None:
+    """Record where `ident` was first seen; a second use is an error naming both places."""
+    if ident in seen_ids:
+        raise DataError(f"{rec.where()}: duplicate id {ident!r} (first seen at {seen_ids[ident]})")
+    seen_ids[ident] = rec.where()
+
+
+def _labelled_row(rec: Record, max_tokens: int) -> tuple[str, str, str]:
+    """(id, normalised text, emotion) of a labelled row of either source, each checked the same way."""
+    ident = _identifier(rec)
+    text = _text(rec)
+    _check_length(rec, ident, text, max_tokens)
+    emotion = _require(rec, "emotion")
+    if emotion not in LABELS:
+        raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
+    return ident, text, emotion
+
+
 def _sources(records: list[Record]) -> str:
     """The file(s) the records came from, for errors about the whole dataset."""
     return ", ".join(sorted({rec.source for rec in records})) or "dataset"
@@ -185,12 +203,7 @@ def validate_sentences(records: Iterable[Record], max_tokens: int = 256) -> tupl
     duplicates = 0
     records = list(records)
     for rec in records:
-        ident = _identifier(rec)
-        text = _text(rec)
-        _check_length(rec, ident, text, max_tokens)
-        emotion = _require(rec, "emotion")
-        if emotion not in LABELS:
-            raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
+        ident, text, emotion = _labelled_row(rec, max_tokens)
         words = rec.fields.get("emotion_words", [])
         if words is None:
             words = []
@@ -202,9 +215,7 @@ def validate_sentences(records: Iterable[Record], max_tokens: int = 256) -> tupl
         for word in words:
             if not find_word_spans(text, word):
                 raise DataError(f"{rec.where()}: emotion word {word!r} does not occur in the text")
-        if ident in seen_ids:
-            raise DataError(f"{rec.where()}: duplicate id {ident!r} (first seen at {seen_ids[ident]})")
-        seen_ids[ident] = rec.where()
+        _claim_id(rec, ident, seen_ids)
         key = text.casefold()
         if key in seen_text:
             first_label, first_where = seen_text[key]
@@ -279,12 +290,7 @@ def validate_goemotions(records: Iterable[Record], max_tokens: int = 256) -> pd.
         if extra:
             raise DataError(f"{rec.where()}: unexpected field(s) {', '.join(map(repr, extra))} (GoEmotions rows have "
                             f"{', '.join(GOEMOTIONS_FIELDS)})")
-        ident = _identifier(rec)
-        text = _text(rec)
-        _check_length(rec, ident, text, max_tokens)
-        emotion = _require(rec, "emotion")
-        if emotion not in LABELS:
-            raise DataError(f"{rec.where()}: unknown emotion {emotion!r} (allowed: {', '.join(LABELS)})")
+        ident, text, emotion = _labelled_row(rec, max_tokens)
         original = _require(rec, "goemotions_label")
         if GOEMOTIONS_CLASSES.get(original) != emotion:
             raise DataError(f"{rec.where()}: goemotions_label {original!r} does not map to emotion {emotion!r} "
@@ -292,9 +298,7 @@ def validate_goemotions(records: Iterable[Record], max_tokens: int = 256) -> pd.
         comment_id = _require(rec, "comment_id")
         if not isinstance(comment_id, str) or ident != f"ge-{comment_id}":
             raise DataError(f"{rec.where()}: id {ident!r} must be 'ge-' + comment_id ({comment_id!r})")
-        if ident in seen_ids:
-            raise DataError(f"{rec.where()}: duplicate id {ident!r} (first seen at {seen_ids[ident]})")
-        seen_ids[ident] = rec.where()
+        _claim_id(rec, ident, seen_ids)
         key = text.casefold()
         if key in seen_text:
             raise DataError(f"{rec.where()}: same text as {seen_text[key]} (the subset has no duplicate texts)")
