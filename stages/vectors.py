@@ -49,7 +49,7 @@ def run(params, args) -> None:
         tr.write_plots(transfer, probe_transfer, live)
         live.log_timing({"transfer_cpu_s": round(transfer_cpu, 1)})
         live.log_metrics({**vec.summarise(frames, vectors_by_model, params.models),
-                          "transfer": tr.summarise(transfer, probe_transfer)})
+                          "transfer": tr.summarise(transfer, probe_transfer), "transfer_goals": tr.GOALS})
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ def test_judges_stage_end_to_end(frames, tmp_path, monkeypatch):
     assert metrics["vader"]["in_domain"]["recall"]["apology"] == 0.0  # one polarity axis: no apology
     assert metrics["lexicon"]["in_domain"]["n"] == metrics["embedding"]["in_domain"]["n"]
     assert {"folds", "handwritten", "goemotions"} <= set(metrics["embedding"]["cross_validation"])
-    lines = validation.summary_lines({k: v for k, v in metrics.items() if isinstance(v, dict)})
+    lines = validation.summary_lines({k: metrics[k] for k in ("lexicon", "vader", "embedding")})
+    assert metrics["goals"] == validation.GOALS
     assert sorted(line.split(":")[0] for line in lines) == ["embedding", "lexicon", "vader"]
     assert all("in_domain BA" in line and "real_text BA" in line for line in lines)

@@ -15,7 +15,7 @@ from emotion_circuits.stats import samples as S
 from .conftest import ROOT, run_module
 
 NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
-KEY = re.compile(r'\[("(?:[^"\\]|\\.)*")\]')
+KEY = re.compile(r'\[("(?:[^"\\]|\\.)*"|\d+)\]')  # a string key or a list index
 
 
 def _formats(value) -> set[str]:
@@ -56,7 +56,8 @@ def check_traceable(root: Path) -> int:
             data = json.loads((root / file).read_text(encoding="utf-8"))
             for k in keys[:-1]:
                 data = data[k]
-            assert keys[-1] in data, f"{file} {path} does not exist"
+            exists = keys[-1] < len(data) if isinstance(data, list) else keys[-1] in data
+            assert exists, f"{file} {path} does not exist"
             if value != keys[-1]:  # a name shown as the key itself
                 assert value in _formats(data[keys[-1]]), (value, file, path)
         checked += len(numbers)
@@ -258,3 +259,40 @@ def test_stage_live_writes_dvclive_files_byte_identically_and_all_or_nothing(tmp
     except RuntimeError:
         pass
     assert list((tmp_path / "c/metrics").iterdir()) == []  # nothing written, no staging or figure folders left
+
+
+def _real_text_metrics(neutral_recall: float, anger_p: float, judge_ba: float) -> dict:
+    """Judges and transfer blocks as the judges and vectors stages write them (values chosen per test)."""
+    portion = {"balanced_accuracy": judge_ba, "ci": [judge_ba - 0.05, judge_ba + 0.05], "n": {"neutral": 60},
+               "recall": {"gratitude": 0.9, "anger": 0.8, "apology": 0.7, "neutral": 0.65}}
+    judges = {"embedding": {"in_domain": {**portion, "balanced_accuracy": 0.95}, "real_text": portion},
+              "goal_embedding_real_ba": judge_ba, "goal_embedding_min_recall": 0.65,
+              "goals": {"embedding_real_ba": 0.75, "embedding_min_recall": 0.6}}
+    cell = {e: {"auroc": 0.7, "null_q95": 0.6, "p": anger_p if e == "anger" else 0.005}
+            for e in ("gratitude", "anger", "apology")}
+    block = {"probe": {"L15": {"hand_to_real_ba": 0.6, "real_to_real_ba": 0.62, "hand_to_real_null_q95": 0.3,
+                               "hand_to_real_p": 0.048}},
+             "goal_probe_ratio": {"best_real_layer": 15, "at_best_real_layer": 0.6 / 0.62, "median_over_layers": 0.9},
+             "goal_neutral_recall": {"at_best_real_layer": neutral_recall, "median_over_layers": 0.5},
+             "own_directions_on_real": {"vector": {"L07": cell, "L15": cell}, "lda": {"L07": cell}}}
+    sweep = {"model": "m1", "primary_metric": "p", "direction": "vector", "grid": {"layers": [7, 15]}}
+    return {**readout_metrics(), R.JUDGES: judges, R.VECTORS: {"models": {}, "transfer": {"m1": {"sentence_end": block}},
+                                                                "transfer_goals": {"probe_ratio": 0.95, "neutral_recall": 0.6,
+                                                                                   "direction_p": 0.05}},
+            R.STEERING: sweep}
+
+
+def test_real_text_sections_follow_the_goals_and_cite_every_number(tmp_path):
+    _write(tmp_path / "met", _real_text_metrics(neutral_recall=0.7, anger_p=0.01, judge_ba=0.8))
+    md = (tmp_path / "met/results/report/index.md").read_text()
+    assert "## Judges on held-out text" in md and "## Real text: cross-source transfer" in md
+    assert "the embedding judge holds on real text" in md
+    assert "the hand-written data transfers to real text" in md and "ratio 0.97" in md
+    assert "every emotion's direction beats its permuted-label null at every sweep layer" in md
+    assert "direction method `vector`" in md and "direction method `lda`" in md
+    check_traceable(tmp_path / "met")
+    _write(tmp_path / "not", _real_text_metrics(neutral_recall=0.4, anger_p=0.2, judge_ba=0.7))
+    md = (tmp_path / "not/results/report/index.md").read_text()
+    assert "does not reach the real-text goal" in md and "does not reach the transfer goal" in md
+    assert "not specific beyond the null for anger at L07, anger at L15" in md
+    check_traceable(tmp_path / "not")
