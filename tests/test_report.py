@@ -268,13 +268,15 @@ def _real_text_metrics(neutral_recall: float, anger_p: float, judge_ba: float) -
     judges = {"embedding": {"in_domain": {**portion, "balanced_accuracy": 0.95}, "real_text": portion},
               "goal_embedding_real_ba": judge_ba, "goal_embedding_min_recall": 0.65,
               "goals": {"embedding_real_ba": 0.75, "embedding_min_recall": 0.6}}
-    cell = {e: {"auroc": 0.7, "null_q95": 0.6, "p": anger_p if e == "anger" else 0.005}
+    cell = {e: {"auroc": 0.7, "null_q95": 0.6, "p": anger_p if e == "anger" else 0.005, "null": "refit"}
             for e in ("gratitude", "anger", "apology")}
+    weak = {e: {**v, "null": "eval_labels"} for e, v in cell.items()}
     block = {"probe": {"L15": {"hand_to_real_ba": 0.6, "real_to_real_ba": 0.62, "hand_to_real_null_q95": 0.3,
                                "hand_to_real_p": 0.048}},
              "goal_probe_ratio": {"best_real_layer": 15, "at_best_real_layer": 0.6 / 0.62, "median_over_layers": 0.9},
              "goal_neutral_recall": {"at_best_real_layer": neutral_recall, "median_over_layers": 0.5},
-             "own_directions_on_real": {"vector": {"L07": cell, "L15": cell}, "lda": {"L07": cell}}}
+             "own_directions_on_real": {"vector": {"L07": cell, "L15": cell}, "lda": {"L07": cell},
+                                        "probe": {"L07": weak}}}
     sweep = {"model": "m1", "primary_metric": "p", "direction": "vector", "grid": {"layers": [7, 15]}}
     return {**readout_metrics(), R.JUDGES: judges, R.VECTORS: {"models": {}, "transfer": {"m1": {"sentence_end": block}},
                                                                 "transfer_goals": {"probe_ratio": 0.95, "neutral_recall": 0.6,
@@ -290,6 +292,9 @@ def test_real_text_sections_follow_the_goals_and_cite_every_number(tmp_path):
     assert "the hand-written data transfers to real text" in md and "ratio 0.97" in md
     assert "every emotion's direction beats its permuted-label null at every sweep layer" in md
     assert "direction method `vector`" in md and "direction method `lda`" in md
+    probe = next(p for p in md.split("\n\n") if "direction method `probe`" in p)
+    assert "against its own scores under permuted evaluation labels (a weaker null" in probe
+    assert "weaker null" not in next(p for p in md.split("\n\n") if "direction method `lda`" in p)
     check_traceable(tmp_path / "met")
     _write(tmp_path / "not", _real_text_metrics(neutral_recall=0.4, anger_p=0.2, judge_ba=0.7))
     md = (tmp_path / "not/results/report/index.md").read_text()

@@ -233,7 +233,7 @@ def summarise(directions: pd.DataFrame, probes: pd.DataFrame) -> dict:
         # layers the steering sweep uses (goal: each emotion beats its permuted-label null, p < 0.05)
         own = d[d["fit_source"] == "both"]
         entry["own_directions_on_real"] = {
-            m: {_layer_key(L): {r.emotion: {"auroc": r.auroc_rest, "null_q95": r.null_q95, "p": r.p}
+            m: {_layer_key(L): {r.emotion: {"auroc": r.auroc_rest, "null_q95": r.null_q95, "p": r.p, "null": r.null}
                                 for r in g.itertuples()} for L, g in gm.groupby("layer", sort=True)}
             for m, gm in own.groupby("method", sort=False)}
         entry["own_directions_p_max"] = {m: {_layer_key(L): float(g["p"].max()) for L, g in gm.groupby("layer", sort=True)}

@@ -497,9 +497,13 @@ def direction_transfer_verdict(doc: Doc, m: dict[str, Any], model: str, method: 
         return
     verdict = ("**Verdict: every emotion's direction beats its permuted-label null at every sweep layer.**" if not fails
                else f"**Verdict: not specific beyond the null for {', '.join(fails)}.**")
+    weak = any(r.get("null") == "eval_labels" for cells_of in table.values() for r in cells_of.values())
+    null = ("its own scores under permuted evaluation labels (a weaker null: refitting this method on "
+            "permuted labels is too slow)" if weak else "permuted-label directions")
     doc.p(f"`{c.num(VECTORS, k[:2], 'key')}`, direction method `{c.num(VECTORS, k, 'key')}` at the steering sweep's "
           f"layers, on held-out real comments (AUROC of the projection, emotion vs the other three classes, against "
-          f"permuted-label directions; goal p < {c.num(VECTORS, ['transfer_goals', 'direction_p'], 'g')}): " + "; ".join(cells) + ". " + verdict, c)
+          f"{null}; goal p < {c.num(VECTORS, ['transfer_goals', 'direction_p'], 'g')}): " + "; ".join(cells) + ". "
+          + verdict, c)
 
 
 def transfer_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
