@@ -41,7 +41,7 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = ["tiny-llama", "tiny-gpt2", "tiny-bert"]
     params["dataset"]["profile"] = "smoke"
-    params["dataset"]["smoke_per_emotion"] = 40
+    params["dataset"]["smoke_per_emotion"] = 20  # per source (hand-written and GoEmotions) and emotion
     params["alignment"].update(reduce_dim=8, ks=[2, 4], k_report=2, n_random=50, n_perm=5, n_noise=3,
                                n_cka_perm=5, n_layer_pairs=2)
     params["steering_common"].update(model="tiny-llama", max_new_tokens=4)

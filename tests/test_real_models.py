@@ -150,8 +150,11 @@ def test_gemma3_cached_steering_is_exact_past_the_sliding_window(gemma3):
 
 
 def test_gemma3_gratitude_direction_steers_towards_gratitude(gemma3):
-    """mean(gratitude) - mean(neutral) at layer 9 (sentence ends of 12 + 12 dataset sentences), added at alpha 1,
-    raises the next-token log-probability of thank/grateful tokens on every neutral prompt and changes the text."""
+    """mean(gratitude) - mean(neutral) at layer 9 (sentence ends of 12 + 12 dataset sentences) raises the next-token
+    log-probability of thank/grateful tokens at alpha +1 on every neutral prompt, more than at alpha -1 (the sign
+    of the direction matters), and changes the text. Not a fixed margin: equal-norm random directions move these
+    tokens by as much (measured: up to +3.6..+7.0 nats over 8 of them), so only the steering stages' random-
+    direction nulls can say whether it steers; this checks the real-model hook path and the direction's sign."""
     from emotion_circuits.model.extraction import hook_name
     from emotion_circuits.data import read_records, validate_sentences
     from emotion_circuits.model.hooks import residual_hooks
@@ -180,8 +183,8 @@ def test_gemma3_gratitude_direction_steers_towards_gratitude(gemma3):
             out.append(logp[targets].logsumexp(-1).item())
         return np.array(out)
 
-    plain, steered = gratitude_logprob(0.0), gratitude_logprob(1.0)
-    assert (steered - plain > 0.5).all(), (plain, steered)
+    plain, steered, reversed_ = gratitude_logprob(0.0), gratitude_logprob(1.0), gratitude_logprob(-1.0)
+    assert (steered > plain).all() and (steered > reversed_).all(), (plain, steered, reversed_)
     texts = generate(gemma3, [Condition(p) for p in prompts] +
                      [Condition(p, layer, 1.0, direction, Window("all")) for p in prompts], max_new_tokens=8)
     assert all(a != b for a, b in zip(texts[:4], texts[4:]))

@@ -431,7 +431,8 @@ def models_and_data_section(doc: Doc, m: dict[str, Any]) -> None:
             k = ["counts_by_source", "goemotions"]
             per = ", ".join(f"{c.num(DATASET, k + [e, 'fit'], 'int')} + {c.num(DATASET, k + [e, 'test'], 'int')} {e}"
                             for e in by_source["goemotions"])
-            doc.p(f"Real text: GoEmotions training-split Reddit comments (CC BY 4.0; `data/goemotions/`), fit + test "
+            doc.p(f"Real text: GoEmotions training-split Reddit comments (Creative Commons attribution licence, "
+                  f"`data/goemotions/`), fit + test "
                   f"{per} (remorse as apology), beside the hand-written sentences; the judges train on "
                   f"{c.num(DATASET, ['n_judge_train'], 'int')} rows (every fit-split row and the GoEmotions rows "
                   "beyond the sentences). Every real-text figure below is measured on the GoEmotions test split, which nothing is "
