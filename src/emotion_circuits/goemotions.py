@@ -23,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from emotion_circuits import LABELS
+from emotion_circuits.data import GOEMOTIONS_CLASSES as CLASS_MAP  # GE label -> ours; the dataset stage checks it
+from emotion_circuits.data import GOEMOTIONS_FIELDS as FIELDS  # the shipped file's fields, as the stage reads them
 from emotion_circuits.data import normalise_text
 from emotion_circuits.errors import DataError, UserError
 
@@ -31,10 +33,8 @@ from emotion_circuits.errors import DataError, UserError
 TRAIN_SHA256 = "1c254a142be5c00e80d819b9ae1bbd36d94b2eeb8f4b1271846508d57e57d9c5"
 LABELS_SHA256 = "45c3ef86782d2a4d7fedcd6d8c111aa0d0e94720689bd164fac94fefb4495a89"
 
-CLASS_MAP = {"gratitude": "gratitude", "anger": "anger", "remorse": "apology", "neutral": "neutral"}  # GE -> ours
 MIN_WORDS, MAX_WORDS = 3, 64
 PER_CLASS = 1000
-FIELDS = ("id", "text", "emotion", "goemotions_label", "comment_id")
 
 
 def rank_key(comment_id: str) -> str:
