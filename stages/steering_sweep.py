@@ -1,27 +1,33 @@
-"""Stage `steering_sweep`: layers x alphas x emotions over neutral prompts, with equal-norm random controls."""
+"""Stage `steering_sweep`: every named steering setting (the seeds' token-based vectors at every step, today's
+sentence-end vectors over the last 3 prompt tokens, the frontier search's windows, bands, norm-preserving modes
+and direction methods) x layers x alphas x emotions on the selection split of neutral prompts, the equal-norm
+random band of `random_settings`, and per emotion the picks within the fluency budget that `steering_confirm`
+tests on the disjoint confirmation split."""
 
 from emotion_circuits import cli
 from emotion_circuits.store import paths
+from emotion_circuits.steering import plots as steering_plots
 from emotion_circuits.steering import tables as report_steering
-from emotion_circuits.steering import sweep
+from emotion_circuits.steering import selection, sweep
+from emotion_circuits.steering.prompts import split_prompts
+from emotion_circuits.steering.settings import settings_from
 from emotion_circuits.evaluation.catalog import families_in
 from emotion_circuits.reporting.live import stage_live
-from emotion_circuits.store.io import read_parquet, staged_outputs, write_parquet
-from emotion_circuits.model.site import Site
-from emotion_circuits.directions.store import load_directions
+from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
 from emotion_circuits.model.info import stage_model
+
+PEERS = "metrics/peers.json"  # benchmarks/peers.py's points (repeng, steering-vectors) for the frontier plot
 
 
 def run(params, args) -> None:
-    s, g = params.steering_common, params.steering_sweep
+    s, g, budget = params.steering_common, params.steering_sweep, params.steering
     # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
     info = stage_model(s.model, "steering_common.model", params.models, s.max_new_tokens)
-    for layer in g.layers:
-        Site(layer).within(info.n_layers, "steering_sweep.layers")
-    prompts = read_parquet(paths.DATASET / "steering_prompts.parquet").head(g.n_prompts)
-    directions = load_directions(paths.VECTORS, s.model, s.vector_position, [Site(L) for L in g.layers],
-                                 s.direction, s.unit)
-    conds, meta = sweep.build_grid(prompts, directions, s, g, params.seed)
+    settings = settings_from(s, g.settings, g.layers, g.alphas, info.n_layers)
+    prompts = split_prompts(read_parquet(paths.DATASET / "steering_prompts.parquet"), g.n_prompts,
+                            params.steering_confirm.n_prompts)["selection"]
+    directions = sweep.setting_directions(paths.VECTORS, s.model, settings)
+    conds, meta = sweep.build_grid(prompts, settings, directions, s, g, params.seed)
     evaluators = sweep.stage_evaluators(s, paths.DATASET, params.seed)
     with staged_outputs(*paths.STAGES["steering_sweep"].targets()) as (out, live_dir), stage_live(live_dir) as live:
         out.mkdir()
@@ -29,11 +35,18 @@ def run(params, args) -> None:
         table, seconds = sweep.run_experiment(lm, conds, meta, evaluators, s, params.seed, params.execution,
                                               progress=not args.no_progress)
         summary = sweep.summarise_effects(table, families_in(table), s.nll_threshold, params.seed,
-                                          ci=params.statistics)
+                                          extra_keys=("setting",), ci=params.statistics,
+                                          random_keys=("setting", "layer", "alpha"))
+        picks = selection.pick(summary, s.primary_metric, budget.nll_budget, budget.degenerate_budget)
         write_parquet(out / "generations.parquet", table)
         write_parquet(out / "summary.parquet", summary)
-        report_steering.write_sweep_plots(summary, live, s.primary_metric)
-        live.log_metrics(report_steering.sweep_metrics(summary, s, g, len(conds)))
+        write_json(out / "selection.json", {"picks": picks, "settings": [x.to_dict() for x in settings],
+                                            "prompts": list(prompts["id"]), "primary_metric": s.primary_metric,
+                                            "nll_budget": budget.nll_budget,
+                                            "degenerate_budget": budget.degenerate_budget})
+        steering_plots.write_sweep_plots(summary, live, s.primary_metric, report_steering.read_peers(PEERS),
+                                          budget.nll_budget)
+        live.log_metrics(report_steering.sweep_metrics(summary, picks, settings, s, g, budget, len(conds)))
         live.log_timing(report_steering.generation_timing(seconds, int(table["n_new_tokens"].sum())))
 
 

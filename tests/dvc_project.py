@@ -36,6 +36,13 @@ def files(root: Path) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+# the sweep's settings on a 3-layer model: the seeds' and the old default, plus one norm-preserving band
+TINY_SETTINGS = {"seeds": {"vector_position": "emotion_tokens", "window": "all"},
+                 "last3": {"vector_position": "sentence_end", "window": "last", "window_n": 3},
+                 "tokens_norm_band": {"vector_position": "emotion_tokens", "window": "all", "mode": "norm", "band": 2,
+                                      "layers": [0]}}
+
+
 def tiny_params() -> dict:
     """This repo's params.yaml on tiny models and the smoke profile: every stage in seconds."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -45,8 +52,9 @@ def tiny_params() -> dict:
     params["alignment"].update(reduce_dim=8, ks=[2, 4], k_report=2, n_random=50, n_perm=5, n_noise=3,
                                n_cka_perm=5, n_layer_pairs=2)
     params["steering_common"].update(model="tiny-llama", max_new_tokens=4)
-    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=3, n_random=3, random_alphas=[2],
-                                    random_prompts=3)
+    params["steering_sweep"].update(layers=[1], alphas=[2], n_prompts=3, n_random=2, random_prompts=2,
+                                    settings=TINY_SETTINGS)
+    params["steering_confirm"].update(n_prompts=3, n_random=3, random_per_prompt=2, dose=[-1], n_examples=2)
     params["steering"].update(layer=1, n_prompts=3, n_random=2)
     params["cross_steering"].update(n_prompts=3, n_random=3)  # auto: the two causal tiny models
     params["statistics"].update(n_boot=200, n_perm=200)
@@ -69,7 +77,8 @@ def make_dvc_project(base: Path, edit: Callable[[dict], None] | None = None,
     for name in ("data", "stages", "src"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (repo / "metrics").mkdir()
-    shutil.copy(ROOT / "metrics/measurements.md", repo / "metrics/measurements.md")
+    for name in ("measurements.md", "peers.json"):  # git-tracked inputs of the report / the sweep's frontier plot
+        shutil.copy(ROOT / "metrics" / name, repo / "metrics" / name)
     params = tiny_params()
     if edit is not None:
         edit(params)

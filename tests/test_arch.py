@@ -289,6 +289,7 @@ def stage_repo(tmp_path_factory):
     import yaml
 
     from .conftest import ROOT
+    from .dvc_project import TINY_SETTINGS
 
     repo = tmp_path_factory.mktemp("families")
     shutil.copytree(ROOT / "data", repo / "data")
@@ -297,8 +298,9 @@ def stage_repo(tmp_path_factory):
     params["alignment"].update(reduce_dim=4, ks=[2], k_report=2, n_random=5, n_perm=2, n_noise=2, n_cka_perm=2,
                                n_layer_pairs=2)
     params["steering_common"].update(max_new_tokens=2)
-    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=2, n_random=1, random_alphas=[2],
-                                    random_prompts=1)
+    params["steering_sweep"].update(layers=[1], alphas=[2], n_prompts=2, n_random=1, random_prompts=1,
+                                    settings=TINY_SETTINGS)
+    params["steering_confirm"].update(n_prompts=2, n_random=2, random_per_prompt=1, dose=[-1], real_world=False)
     params["steering"].update(layer=1, n_prompts=1, n_random=1)
     params["heads"].update(n_sentences=1, batch_size=4)
     params["head_screening"].update(evaluate_top_n=1, n_generate=1, max_new_tokens=2, attribution=False)

@@ -390,3 +390,24 @@ def test_an_id_in_both_sources_is_an_error_and_a_repeated_text_is_dropped(tmp_pa
     df, _, metrics = build_dataset(hand, 0.5, 0, "baseline", 8, source="both", goemotions=ge, goemotions_per_class=2)
     assert metrics["cross_source_duplicates_removed"] == 1 and "ge-c99" not in set(df["id"])
     assert df["text"].str.casefold().is_unique and len(df) == 16
+
+
+def test_shipped_steering_prompts_are_many_unique_and_free_of_emotion_words():
+    """The confirmatory design draws two disjoint splits from this file, and a prompt that already says "thanks"
+    (or a lexicon word) would make the keyword rate move without any steering."""
+    from emotion_circuits.evaluation.keyword import keyword_hits
+    from emotion_circuits.evaluation.lexicon import LexiconEvaluator
+
+    prompts = build_prompts(ROOT / "data/steering_prompts.jsonl")
+    texts = list(prompts["text"])
+    assert len(prompts) >= 192
+    assert prompts["id"].is_unique
+    assert len({t.casefold() for t in texts}) == len(texts)
+    assert all(2 <= len(t.split()) <= 20 for t in texts)
+    patterns = LexiconEvaluator(load_lexicons(ROOT / "data/lexicons.json")).patterns
+    for emotion, lexicon_pattern in patterns.items():
+        hits = keyword_hits(texts, emotion)
+        assert not hits.any(), [t for t, h in zip(texts, hits) if h]
+        assert not [t for t in texts if lexicon_pattern.search(t)]
+    # the judge does fire on emotion words in this frame, so the empty hit lists above mean something
+    assert keyword_hits(["Thanks for the help", "The train was late"], "gratitude").tolist() == [True, False]

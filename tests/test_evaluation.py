@@ -20,9 +20,9 @@ TEXTS = ["Thank you so much!", "This is outrageous.", "I am so sorry.", "The bus
 
 
 def test_registered_evaluators_and_their_families_keep_the_column_names():
-    assert EVALUATORS.names() == ["embedding", "hf", "vader", "lexicon"]
+    assert EVALUATORS.names() == ["embedding", "hf", "keyword", "vader", "lexicon"]
     assert all(EVALUATORS[n].name == n for n in EVALUATORS)
-    assert metric_families() == ("p", "hf", "vader", "lex")
+    assert metric_families() == ("p", "hf", "kw", "vader", "lex")
     assert [own_metric("anger", f) for f in ("p", "lex", "vader")] == ["p_anger", "lex_anger", "vader_compound"]
     # the bug: `hf_<emotion>` matched no column; the hf family's own metrics are the GoEmotions label columns
     assert own_metric("apology", "hf") == "hf_roberta-base-go_emotions_remorse"
@@ -99,13 +99,13 @@ def test_hf_offline_is_one_clear_error(monkeypatch, tmp_path):
 
 
 def test_unknown_names_and_families_are_params_errors_listing_the_registered_ones():
-    with pytest.raises(ParamsError, match=r"unknown evaluator 'sentiment' \(registered: embedding, hf, vader, "
+    with pytest.raises(ParamsError, match=r"unknown evaluator 'sentiment' \(registered: embedding, hf, keyword, vader, "
                                           r"lexicon\)"):
         build_evaluators(["lexicon", "sentiment"], LEXICONS, None, 0)
     with pytest.raises(ParamsError, match="'lexicon' and 'vader' both score 'vader_compound'"):
         build_evaluators(["lexicon", "vader"], LEXICONS, None, 0)
     with pytest.raises(ParamsError, match=r"statistics.metric_families: unknown metric family 'nope' "
-                                          r"\(allowed: p, hf, vader, lex\)"):
+                                          r"\(allowed: p, hf, kw, vader, lex\)"):
         check_families("statistics.metric_families", ["p", "nope"])
     with pytest.raises(ValueError, match="'<family>_<name>'"):
         Metric("anger_score", "anger", "lex", "anger")
@@ -117,7 +117,7 @@ def test_statistics_params_validate_metric_families_against_the_registry():
     from emotion_circuits.params import StatisticsParams
 
     assert StatisticsParams(metric_families=("hf", "p")).metric_families == ("hf", "p")
-    with pytest.raises(ParamsError, match=r"unknown metric family 'sentiment' \(allowed: p, hf, vader, lex\)"):
+    with pytest.raises(ParamsError, match=r"unknown metric family 'sentiment' \(allowed: p, hf, kw, vader, lex\)"):
         StatisticsParams(metric_families=("p", "sentiment"))
 
 
@@ -166,7 +166,7 @@ def test_a_registered_evaluator_flows_into_tables_and_statistics(throwaway):
     check_families("statistics.metric_families", ["zz"])
     table = sweep_table(build_evaluators(["lexicon", "throwaway"], LEXICONS, None, 0))
     assert metric_columns(table) == ["vader_compound", *[f"lex_{e}" for e in EMOTIONS],
-                                     *[f"zz_{e}" for e in EMOTIONS], "nll", "repetition"]
+                                     *[f"zz_{e}" for e in EMOTIONS], "nll", "repetition", "degenerate"]
     assert families(table) == ["vader", "lex", "zz"]
     table = add_effects(table, metric_columns(table))
     samples = sweep_effect_samples(table, ["lex", "zz"])
@@ -175,3 +175,72 @@ def test_a_registered_evaluator_flows_into_tables_and_statistics(throwaway):
     emo = table[(table["kind"] == "emotion") & (table["emotion"] == "anger")].sort_values("prompt_id")
     np.testing.assert_allclose(anger[anger["group"] == "effect"]["value"], emo["effect_zz_anger"])
     assert (anger["group"] == "null").sum() == 6  # 3 prompts x 2 random directions
+
+
+LOOP = "sharing" * 12  # a steered model's loop: one "word" to a space splitter, the same tokens again and again
+SENTENCE = "The committee will review the proposal on Thursday and publish its decision early next month."
+
+
+def test_repetition_counts_repeated_token_ngrams_so_a_spaceless_loop_is_degenerate():
+    from emotion_circuits.evaluation.text import DEGENERATE_AT, repetition_rate, text_repetition_rate
+
+    loop_tokens = [5, 7, 9] * 10  # "shar", "ing", ... as ids: the period repeats
+    assert repetition_rate(loop_tokens) == pytest.approx(1 - 3 / 28)
+    assert repetition_rate(["sh", "aring"] * 6, n=3) == pytest.approx(1 - 2 / 10)
+    assert repetition_rate(list(range(30))) == 0.0 and repetition_rate([1, 2]) == 0.0
+    assert repetition_rate([1, 2, 3, 1, 2, 4]) == 0.0 and repetition_rate([1, 2, 3, 1, 2, 3]) == pytest.approx(0.25)
+    with pytest.raises(TypeError, match="text_repetition_rate"):
+        repetition_rate("a str is characters, not tokens")
+    # the text fallback (callers without token ids) still sees the loop; prose with recurring words does not
+    assert text_repetition_rate(LOOP) >= DEGENERATE_AT > text_repetition_rate(SENTENCE) == 0.0
+    assert text_repetition_rate("the cat sat on the mat and the dog sat on the rug") < 0.2
+    assert text_repetition_rate("I was in the park. I was in the park. I was in the park. I was") >= DEGENERATE_AT
+
+
+def test_score_all_uses_the_model_tokens_when_given_and_flags_degenerate_text():
+    texts = [LOOP, SENTENCE, ""]
+    tokens = [[11, 12] * 15, list(range(16)), []]
+    by_tokens, by_text = score_all([], texts, tokens), score_all([], texts)
+    assert list(by_tokens.columns) == list(by_text.columns) == ["repetition", "degenerate"]
+    assert by_tokens["repetition"].tolist() == pytest.approx([1 - 2 / 28, 0.0, 0.0])
+    assert by_tokens["degenerate"].tolist() == by_text["degenerate"].tolist() == [1.0, 0.0, 0.0]
+    # the tokens, not the text, decide when given: a loop in ids under innocent text
+    flipped = score_all([], [SENTENCE], [[3, 4, 5] * 8])
+    assert flipped.loc[0, "degenerate"] == 1.0 and score_all([], [SENTENCE]).loc[0, "degenerate"] == 0.0
+    with pytest.raises(ValueError, match="2 token sequences for 3 texts"):
+        score_all([], texts, tokens[:2])
+
+
+def test_keyword_judge_matches_whole_words_and_phrases_only():
+    from emotion_circuits.evaluation.keyword import KEYWORDS, keyword_hits
+
+    texts = ["Thanks a lot, really.", "We met at Thanksgiving dinner.", "THANK you", "unthankful weather",
+             "I appreciated the view", "That was my\n fault, I admit.", "It was my fault", "a faulty wire, my dear",
+             "she got mad", "madness and nomad", "I'm sorry", "sorrowful"]
+    assert keyword_hits(texts[:5], "gratitude").tolist() == [True, False, True, False, True]
+    assert keyword_hits(texts[5:8], "apology").tolist() == [True, True, False]  # "my fault" across whitespace
+    assert keyword_hits(texts[8:10], "anger").tolist() == [True, False]
+    assert keyword_hits(texts[10:], "apology").tolist() == [True, False]
+    assert keyword_hits([], "anger").shape == (0,)
+    # every listed word and phrase hits as itself and inside a sentence, and not glued to letters
+    for emotion, words in KEYWORDS.items():
+        assert keyword_hits([f"Well, {w}." for w in words], emotion).all()
+        assert not keyword_hits([f"x{w}y" for w in words], emotion).any()
+
+
+def test_keyword_evaluator_scores_its_declared_columns_and_classifies():
+    from emotion_circuits.evaluation.keyword import KeywordEvaluator
+
+    (ev,) = build_evaluators(["keyword"], LEXICONS, None, 0)
+    assert isinstance(ev, KeywordEvaluator) and ev.trained_on == frozenset()
+    texts = ["Thanks, I am sorry about that.", "I am so angry right now!", "My bad, sorry.", "The bus left at noon.",
+             "Thanksgiving, maddening, sorrow."]
+    scores = ev.score(texts)
+    assert list(scores.columns) == [m.column for m in ev.metrics] == ["kw_gratitude", "kw_anger", "kw_apology"]
+    assert scores.to_numpy().tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]]
+    # the first emotion (EMOTIONS order) whose word occurs; neutral when none
+    assert ev.classify(scores).tolist() == ["gratitude", "anger", "apology", "neutral", "neutral"]
+    assert ev.classify(ev.score([])).tolist() == []
+    assert [own_metric(e, "kw") for e in EMOTIONS] == ["kw_gratitude", "kw_anger", "kw_apology"]
+    table = score_all([ev], texts)
+    assert list(table.columns) == ["kw_gratitude", "kw_anger", "kw_apology", "repetition", "degenerate"]

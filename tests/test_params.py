@@ -37,7 +37,11 @@ BAD = [  # (dotted key, value, expected message): the issue's list first, then e
     ("alpha", INF, "alpha must be a finite number, got inf"),
     ("alpha", "abc", "alpha must be a number, got 'abc'"),
     ("steering_sweep.alphas", [0.0, NAN], "steering_sweep.alphas must be finite numbers: item 1 is nan"),
-    ("steering_sweep.random_alphas", [-INF], "steering_sweep.random_alphas must be finite numbers: item 0 is -inf"),
+    ("steering_sweep.alphas", [-INF], "steering_sweep.alphas must be finite numbers: item 0 is -inf"),
+    ("steering.nll_budget", -0.1, "steering.nll_budget must be a number > 0, got -0.1"),
+    ("steering_sweep.settings", {"a": 3}, "steering_sweep.settings must be a mapping of names to mappings"),
+    ("steering_sweep.settings", {"seeds": {"band": 0}}, "steering_sweep.settings.seeds.band must be a positive integer"),
+    ("steering_confirm.dose", [1], "steering_confirm.dose lists multiples of the picked alpha besides 0"),
     ("steering_sweep.alphas", [], "steering_sweep.alphas must not be empty"),
     ("steering_common.evaluators", ["nope"], "steering_common.evaluators: unknown evaluator 'nope'"),
     ("steering_common.evaluators", [], "steering_common.evaluators must not be empty"),
@@ -121,7 +125,7 @@ GOOD = [  # edge values that must stay accepted (and how they are read)
     ("alpha", -2, -2), ("alpha", 0, 0), ("alpha", "1e-3", 0.001),  # PyYAML reads 1e-3 (no dot) as a string
     ("steering_common.positions", [], ()), ("steering_common.decay", 1, 1), ("cross_steering.models", [], ()),
     ("cross_steering.depth", 0, 0), ("execution.ray_address", None, None), ("seed", 0, 0),
-    ("steering_sweep.random_alphas", [], ()),
+    ("steering_sweep.n_random", 0, 0), ("steering.nll_budget", 0.5, 0.5),
 ]
 
 
@@ -140,7 +144,7 @@ def _checked(hint) -> bool:
         return args[0] in P._KINDS
     if args:
         return all(_checked(a) for a in args)
-    return hint in P._KINDS
+    return hint in P._KINDS or hint is dict
 
 
 def test_every_field_of_every_section_is_type_checked():

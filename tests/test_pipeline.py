@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from .conftest import ROOT
-from .dvc_project import ENV, dvc, files, make_dvc_project, sh
+from emotion_circuits.store.io import read_parquet
+
+from .dvc_project import ENV, TINY_SETTINGS, dvc, files, make_dvc_project, sh
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
@@ -45,8 +47,26 @@ def test_repro_produces_outs_and_metrics(project):
     assert (project / "results/alignment/scores.parquet").exists()
     assert (project / "metrics/alignment/plots/images/ksweep.png").exists()
     steering = json.loads((project / "metrics/steering_sweep/metrics.json").read_text())
-    assert set(steering["best"]) == {"gratitude", "anger", "apology"}
-    assert steering["best"]["anger"]["with_controls"]["random_q95"] is not None
+    assert set(steering["picks"]) == {"gratitude", "anger", "apology"}
+    assert set(steering["best_by_setting"]) == set(TINY_SETTINGS)
+    assert steering["best_by_setting"]["seeds"]["anger"]["random_q95"] is not None  # the seeds' random band
+    assert steering["best_by_setting"]["last3"]["anger"]["random_q95"] is None
+    confirm = json.loads((project / "metrics/steering_confirm/metrics.json").read_text())
+    assert confirm["design"]["splits_disjoint"] and confirm["design"]["n_prompts"] == 3
+    for emotion in ("gratitude", "anger", "apology"):
+        for pick in ("seeds", "frontier"):
+            v = confirm["verdicts"][emotion][pick]
+            assert v["verdict"] in ("steers", "does not steer") and v["n"] == 3 and v["n_random"] == 3
+            assert v["p"] is not None and v["q"] >= v["p"] - 1e-12
+        assert confirm["dose_response"][emotion]["seeds"]["kw"]["alphas"][0] < 0  # negative alphas included
+        assert len(confirm["examples"][emotion]["seeds"]) == 2
+    # split discipline, read off the generations themselves: no confirmation prompt was seen by the selection
+    selected = set(read_parquet(project / "results/steering_sweep/generations.parquet")["prompt_id"])
+    confirmed = read_parquet(project / "results/steering_confirm/generations.parquet")
+    confirmed = set(confirmed[confirmed["prompt_set"] == "neutral"]["prompt_id"])
+    assert len(selected) == len(confirmed) == 3 and not selected & confirmed
+    chosen = json.loads((project / "results/steering_sweep/selection.json").read_text())
+    assert set(chosen["prompts"]) == selected
     single = json.loads((project / "metrics/steering/metrics.json").read_text())
     assert single["alpha"] == 0.8
     cross = json.loads((project / "metrics/cross_steering/metrics.json").read_text())
@@ -68,9 +88,11 @@ def test_statistics_and_report_build_and_every_report_number_is_traceable(projec
     from .test_report import check_traceable
 
     stats = json.loads((project / "metrics/statistics/metrics.json").read_text())
-    assert {"steering_sweep", "steering", "cross_steering"} <= set(stats["families"])
-    anger = stats["headline"]["steering_sweep"]["anger"]
-    assert anger["test"] == "two_sample_vs_null" and anger["n"] == 3 and anger["n_null"] == 9
+    assert {"steering_sweep", "steering", "cross_steering", "steering_confirm"} <= set(stats["families"])
+    anger = stats["headline"]["steering_sweep"]["anger"]  # random band: 2 prompts x 2 directions
+    assert anger["test"] == "two_sample_vs_null" and anger["n"] == 2 and anger["n_null"] == 4
+    confirmed = stats["headline"]["steering_confirm"]["anger"]  # paired by prompt: one random mean per prompt
+    assert confirmed["test"] == "paired_vs_null" and confirmed["n"] == confirmed["n_null"] == 3
     assert 0 <= anger["p_adj"] <= 1 and stats["power"]["n_per_group_two_sample"]["d=0.5"] == 64
     assert "tiny-llama->tiny-gpt2" in stats["alignment_k"]["pairs"]
     assert (project / "metrics/statistics/plots/images/steering_sweep_d.png").exists()
@@ -79,6 +101,7 @@ def test_statistics_and_report_build_and_every_report_number_is_traceable(projec
     report = project / "results/report"
     md, html = (report / "index.md").read_text(), (report / "index.html").read_text()
     assert "## Steering sweep" in md and "## Shared subspace across models" in md and "Verdict" in md
+    assert "## Steering: confirmed verdicts" in md and "random direction: " in md
     assert "statistics: python -m stages.statistics" in md  # footer: upstream stages from dvc.lock
     assert html.count("data:image/png;base64,") == md.count("](figures/") > 3
     assert check_traceable(project) > 50
@@ -111,7 +134,7 @@ def test_no_metrics_json_carries_timing_and_every_stage_writes_timing_json(proje
     git-ignored and no DVC out; metrics.json keeps only what identical runs reproduce."""
     from .test_timing import timing_keys
 
-    timed = ("activations", "steering_sweep", "steering", "cross_steering", "head_screening", "head_patching",
+    timed = ("activations", "steering_sweep", "steering_confirm", "steering", "cross_steering", "head_screening", "head_patching",
              "circuits")
     for live in sorted(p for p in (project / "metrics").iterdir() if p.is_dir()):
         assert timing_keys(json.loads((live / "metrics.json").read_text())) == [], live.name

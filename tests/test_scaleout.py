@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT
+from .dvc_project import TINY_SETTINGS
 from .test_pipeline import dvc, files, sh
 
 STAGES = ("dataset", "activations", "vectors", "steering_sweep", "steering")
@@ -49,6 +50,8 @@ def team(tmp_path_factory) -> Path:
     for name in ("data", "stages", "src"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (repo / "dvc.yaml").write_text(yaml.safe_dump(_trimmed_pipeline(), sort_keys=False))
+    (repo / "metrics").mkdir()
+    shutil.copy(ROOT / "metrics/peers.json", repo / "metrics/peers.json")  # a git-tracked dep of the sweep
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["models"] = ["tiny-llama"]
     params["dataset"].update(profile="smoke", smoke_per_emotion=40)
@@ -56,8 +59,9 @@ def team(tmp_path_factory) -> Path:
     params["alpha"] = 2
     # unit=norm: alpha x unit direction x residual norm, so the random tiny model's text actually moves
     params["steering_common"].update(model="tiny-llama", unit="norm", max_new_tokens=4)
-    params["steering_sweep"].update(layers=[1], alphas=[0, 2], n_prompts=3, n_random=3, random_alphas=[2],
-                                    random_prompts=3)
+    params["steering_sweep"].update(layers=[1], alphas=[2], n_prompts=3, n_random=3, random_prompts=3,
+                                    settings=TINY_SETTINGS)
+    params["steering_confirm"].update(n_prompts=3, n_random=3, random_per_prompt=2, dose=[-1], real_world=False)
     params["steering"].update(layer=1, n_prompts=3, n_random=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
@@ -123,16 +127,16 @@ def test_queued_sweep_runs_in_workers_and_exp_show_csv_collects_params_and_metri
     for row, layers, alpha in ((base, "[1]", "2"), (layer2, "[2]", "2"), (alpha4, "[1]", "4")):  # params columns
         assert (_col(row, "steering_sweep.layers", p), _col(row, "alpha", p)) == (layers, alpha)
     # metrics columns: the layer variant's sweep metrics (continuation NLL, random null) moved with the layer
-    assert [float(_col(r, "best.anger.strongest.layer", sweep)) for r in (base, layer2, alpha4)] == [1, 2, 1]
-    nll = "best.anger.strongest.nll_delta"
+    assert [float(_col(r, "best_by_setting.seeds.anger.layer", sweep)) for r in (base, layer2, alpha4)] == [1, 2, 1]
+    nll = "best_by_setting.seeds.anger.nll_delta"
     assert float(_col(layer2, nll, sweep)) != float(_col(base, nll, sweep))
-    grid = [{k for k in r if k.startswith("vs_random.") and r[k]} for r in (base, layer2)]  # one per condition
+    grid = [{k for k in r if k.startswith("vs_random_band.") and r[k]} for r in (base, layer2)]  # one per cell
     assert grid[0] and grid[1] and not grid[0] & grid[1]  # the sweep's grid columns follow the layer
     # the alpha variant: the single-alpha stage's numbers moved, the (not rerun) sweep's did not
     assert [float(_col(r, "alpha", single)) for r in (base, layer2, alpha4)] == [2, 2, 4]
     effect = "neutral.anger|prompt_only.effect"
     assert float(_col(alpha4, effect, single)) != float(_col(base, effect, single))
-    assert all(base[k] == alpha4[k] for k in base if k.startswith(("best.", "vs_random.")))
+    assert all(base[k] == alpha4[k] for k in base if k.startswith(("best_by_setting.", "vs_random_band.")))
     truth = json.loads((team / single).read_text())["neutral"]["anger|prompt_only"]
     assert float(_col(base, effect, single)) == pytest.approx(truth["effect"])
 

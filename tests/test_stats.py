@@ -283,17 +283,17 @@ def _generations():
 
 def test_sweep_adapter_pairs_effects_with_their_random_null_on_the_same_prompts():
     out = effects.sweep_effect_samples(_generations(), ["p", "lex", "vader"])
-    assert set(out["effect"]) == {"anger/blocks.3.hook_resid_pre/alpha=1/p_anger",
-                                  "anger/blocks.3.hook_resid_pre/alpha=2/p_anger",
-                                  "anger/blocks.3.hook_resid_pre/alpha=1/vader_compound",
-                                  "anger/blocks.3.hook_resid_pre/alpha=2/vader_compound"}
-    a2 = out[out["effect"] == "anger/blocks.3.hook_resid_pre/alpha=2/p_anger"]
+    assert set(out["effect"]) == {"anger/default/blocks.3.hook_resid_pre/alpha=1/p_anger",
+                                  "anger/default/blocks.3.hook_resid_pre/alpha=2/p_anger",
+                                  "anger/default/blocks.3.hook_resid_pre/alpha=1/vader_compound",
+                                  "anger/default/blocks.3.hook_resid_pre/alpha=2/vader_compound"}
+    a2 = out[out["effect"] == "anger/default/blocks.3.hook_resid_pre/alpha=2/p_anger"]
     assert (a2["group"] == "effect").sum() == 2 and (a2["group"] == "null").sum() == 10  # the null's prompts
     assert set(a2["unit"]) == {0, 1}
-    a1 = out[out["effect"] == "anger/blocks.3.hook_resid_pre/alpha=1/p_anger"]
+    a1 = out[out["effect"] == "anger/default/blocks.3.hook_resid_pre/alpha=1/p_anger"]
     assert set(a1["group"]) == {"effect"} and len(a1) == 4  # no null at alpha 1: all prompts, vs 0
     res = summary.analyse_samples(out, CFG, 0)
-    assert res.set_index("effect").loc["anger/blocks.3.hook_resid_pre/alpha=2/p_anger", "layer"] == 3
+    assert res.set_index("effect").loc["anger/default/blocks.3.hook_resid_pre/alpha=2/p_anger", "layer"] == 3
     assert set(res["alpha"]) == {1.0, 2.0}
 
 
@@ -350,3 +350,80 @@ def test_statistics_params_are_validated():
     with pytest.raises(ParamsError, match="ci_method"):
         StatisticsParams(ci_method="bca")
     assert StatisticsParams(power_ds=[0.3]).power_ds == (0.3,)
+
+
+GOEMO = "hf_roberta-base-go_emotions"  # the hf evaluator's own-metric model (evaluation/hf.py `label_metric`)
+
+
+def _judged_generations(**extra) -> pd.DataFrame:
+    """A steering generations table scored by the hub classifiers (their declared GoEmotions labels plus labels
+    only known once the models load) and the keyword judge: 4 prompts x (baseline, each emotion, 3 random)."""
+    from emotion_circuits import EMOTIONS
+    from emotion_circuits.evaluation.catalog import metric_columns
+    from emotion_circuits.steering.sweep import add_effects
+
+    rows = []
+    for p in range(4):
+        base = {"prompt_id": f"p{p}", "layer": 3, "alpha": 2.0, **extra}
+        rows.append({**base, "kind": "baseline", "emotion": "", "source_emotion": "", "random_id": -1})
+        for e in EMOTIONS:
+            rows.append({**base, "kind": "emotion", "emotion": e, "source_emotion": e, "random_id": -1})
+            rows += [{**base, "kind": "random", "emotion": e, "source_emotion": e, "random_id": j} for j in range(3)]
+    df = pd.DataFrame(rows)
+    rng = np.random.default_rng(17)
+    hf = [f"{GOEMO}_{label}" for label in ("gratitude", "anger", "remorse", "joy")]
+    for col in [*hf, "hf_twitter-roberta-base-sentiment-latest_positive", "nll", "repetition"]:
+        df[col] = rng.uniform(size=len(df))
+    for e in EMOTIONS:
+        df[f"kw_{e}"] = rng.integers(0, 2, size=len(df)).astype(float)
+    df["degenerate"] = (df["repetition"] >= 0.5).astype(float)
+    return add_effects(df, metric_columns(df))
+
+
+OWN_HF_KW = {f"{GOEMO}_gratitude", f"{GOEMO}_anger", f"{GOEMO}_remorse", "kw_gratitude", "kw_anger", "kw_apology"}
+
+
+@pytest.mark.parametrize("adapter", ["sweep", "single"])
+def test_hf_and_keyword_scores_are_not_dropped_on_the_way_to_the_statistics(adapter):
+    """The regression: the hub classifiers' columns never reached the statistics (an `hf_<emotion>` lookup that
+    matched no column). Every own metric of the hf and kw families must become effect and null samples."""
+    if adapter == "sweep":
+        table = _judged_generations()
+        out = effects.sweep_effect_samples(table, ["hf", "kw"])
+        effect = "apology/default/blocks.3.hook_resid_pre/alpha=2/hf_roberta-base-go_emotions_remorse"
+    else:
+        table = _judged_generations(prompt_set="neutral", variant="prompt_only", null_matched=True)
+        out = effects.single_effect_samples(table, ["hf", "kw"])
+        effect = "apology/blocks.3.hook_resid_pre/alpha=2/neutral/prompt_only/hf_roberta-base-go_emotions_remorse"
+    assert set(out["metric"]) == OWN_HF_KW
+    assert out.groupby(["metric", "group"]).size().to_dict() == {
+        **{(m, "effect"): 4 for m in OWN_HF_KW}, **{(m, "null"): 12 for m in OWN_HF_KW}}
+    got = out[(out["effect"] == effect) & (out["group"] == "effect")].sort_values("unit")["value"]
+    emo = table[(table["kind"] == "emotion") & (table["emotion"] == "apology")].sort_values("prompt_id")
+    np.testing.assert_allclose(got, emo[f"effect_{GOEMO}_remorse"])
+    res = summary.analyse_samples(out, CFG, 0)
+    assert set(res["metric"]) == OWN_HF_KW and len(res) == 6 and res["p"].between(0, 1).all()
+
+
+def test_hf_and_keyword_effects_reach_the_sweep_metrics():
+    from types import SimpleNamespace
+
+    from emotion_circuits.evaluation.catalog import families_in
+    from emotion_circuits.params import SteeringCommonParams, SteeringParams
+    from emotion_circuits.steering.sweep import summarise_effects
+    from emotion_circuits.steering.tables import sweep_metrics
+
+    table = _judged_generations(setting="seeds")
+    assert families_in(table) == ["hf", "kw"]
+    summ = summarise_effects(table, families_in(table), 1.0, 0, extra_keys=("setting",),
+                             random_keys=("setting", "emotion", "layer", "alpha"))
+    grid = SimpleNamespace(n_prompts=4, n_random=3, random_prompts=4, random_settings=("seeds",))
+    out = sweep_metrics(summ, {}, [], SteeringCommonParams(primary_metric="kw"), grid,
+                        SteeringParams(nll_budget=1.0, degenerate_budget=1.0), len(table))
+    best = out["best_by_setting"]["seeds"]
+    assert sorted(best) == ["anger", "apology", "gratitude"]
+    for emotion, cell in best.items():
+        own = table[(table["kind"] == "emotion") & (table["emotion"] == emotion)]
+        hf_col = {"gratitude": "gratitude", "anger": "anger", "apology": "remorse"}[emotion]
+        assert cell["other_metrics"] == {"hf": pytest.approx(own[f"effect_{GOEMO}_{hf_col}"].mean())}
+        assert cell["effect"] == pytest.approx(own[f"effect_kw_{emotion}"].mean())

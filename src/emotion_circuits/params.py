@@ -205,8 +205,8 @@ class SteeringCommonParams:
     max_new_tokens: int = 30
     batch_size: int = 256
     prepend_bos: bool = True
-    evaluators: tuple[str, ...] = ("lexicon", "embedding")
-    primary_metric: str = "p"
+    evaluators: tuple[str, ...] = ("keyword", "lexicon", "embedding")
+    primary_metric: str = "kw"
     nll_threshold: float = 1.0
     device: str = "cpu"
     dtype: str = "float32"
@@ -240,22 +240,55 @@ class SteeringCommonParams:
 
 @dataclass(frozen=True)
 class SteeringSweepParams:
-    """Stage `steering_sweep`: the layers x alphas grid and its equal-norm random controls."""
+    """Stage `steering_sweep`: every named setting (`steering.settings`) over its layers x alphas on the selection
+    split of prompts, the equal-norm random band of `random_settings`, and each emotion's pick for confirmation."""
 
     layers: tuple[int, ...] = (7, 15, 22)
-    alphas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
-    n_prompts: int = 12
-    n_random: int = 20
-    random_alphas: tuple[float, ...] = (1.0, 2.0)
+    alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    settings: dict = field(default_factory=lambda: {"seeds": {"vector_position": "emotion_tokens", "window": "all"},
+                                                    "last3": {"window": "last", "window_n": 3}})
+    n_prompts: int = 34
+    n_random: int = 6
     random_prompts: int = 6
+    random_settings: tuple[str, ...] = ("seeds",)
 
     def __post_init__(self) -> None:
-        for name in ("layers", "alphas", "random_alphas"):
+        for name in ("layers", "alphas", "random_settings"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.settings, dict) or not self.settings:
+            raise ParamsError(f"steering_sweep.settings must map setting names to overrides, got {self.settings!r}")
+        object.__setattr__(self, "settings", {str(k): dict(v or {}) for k, v in self.settings.items()})
         _check_alphas("steering_sweep", "alphas", self.alphas)
-        _check_alphas("steering_sweep", "random_alphas", self.random_alphas)
         _check_layers("steering_sweep", "layers", self.layers)
-        _check_ints("steering_sweep", self, ("n_prompts", "n_random", "random_prompts"))
+        _check_ints("steering_sweep", self, ("n_prompts", "random_prompts"))
+        _check_ints("steering_sweep", self, ("n_random",), 0)  # 0: no random band
+        unknown = [r for r in self.random_settings if r not in self.settings]
+        if unknown:
+            raise ParamsError(f"steering_sweep.random_settings: {unknown} are not among steering_sweep.settings "
+                              f"({', '.join(self.settings)})")
+
+
+@dataclass(frozen=True)
+class SteeringConfirmParams:
+    """Stage `steering_confirm`: each emotion's picks (seeds' setting, best within budget) on the disjoint
+    confirmation split against `n_random` equal-norm random directions, with the dose-response over `dose`."""
+
+    n_prompts: int = 64
+    n_random: int = 50
+    random_per_prompt: int = 4
+    dose: tuple[float, ...] = (-1.0, 0.5, 1.5)
+    real_world: bool = True
+    n_examples: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dose", tuple(self.dose))
+        _check_ints("steering_confirm", self, ("n_prompts", "n_random", "random_per_prompt", "n_examples"))
+        if self.random_per_prompt > self.n_random:
+            raise ParamsError(f"steering_confirm.random_per_prompt ({self.random_per_prompt}) must be at most "
+                              f"n_random ({self.n_random})")
+        if 0.0 in self.dose or 1.0 in self.dose:
+            raise ParamsError("steering_confirm.dose lists multiples of the picked alpha besides 0 (the unsteered "
+                              "baseline) and 1 (the pick itself), which always run")
 
 
 @dataclass(frozen=True)
@@ -265,6 +298,8 @@ class SteeringParams:
     layer: int = 15
     n_prompts: int = 24
     n_random: int = 10
+    nll_budget: float = 0.25          # fluency budget of a pick: NLL rise (nats/token) under the unsteered model
+    degenerate_budget: float = 0.1    # ... and rise in the share of degenerate (looping) continuations
 
     def __post_init__(self) -> None:
         _check_ints("steering", self, ("layer",), 0)
@@ -309,7 +344,7 @@ class StatisticsParams:
     power: float = 0.8                       # target power of the sample-size analysis
     power_alpha: float = 0.05
     power_ds: tuple[float, ...] = (0.2, 0.5)  # effect sizes (Cohen's d) of the power analysis
-    metric_families: tuple[str, ...] = ("p", "lex", "vader")  # steering metrics tested (own-emotion metric)
+    metric_families: tuple[str, ...] = ("kw", "p", "lex", "vader")  # steering metrics tested (own-emotion metric)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "power_ds", tuple(self.power_ds))
@@ -452,6 +487,7 @@ class Params:
     steering_common: SteeringCommonParams = field(default_factory=SteeringCommonParams)
     steering_sweep: SteeringSweepParams = field(default_factory=SteeringSweepParams)
     steering: SteeringParams = field(default_factory=SteeringParams)
+    steering_confirm: SteeringConfirmParams = field(default_factory=SteeringConfirmParams)
     cross_steering: CrossSteeringParams = field(default_factory=CrossSteeringParams)
     # heads and neurons
     heads: HeadParams = field(default_factory=HeadParams)
@@ -474,6 +510,10 @@ class Params:
             raise ParamsError(f"seed must be an integer, got {self.seed!r}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
             raise ParamsError(f"alpha must be a number, got {self.alpha!r}")
+        from emotion_circuits.steering.settings import settings_from  # each setting is steering_common + overrides
+
+        g = self.steering_sweep
+        settings_from(self.steering_common, g.settings, g.layers, g.alphas)
         missing = ([] if self.cross_steering.models == "auto" else
                    [m for m in self.cross_steering.models if m not in self.models])
         if missing:
@@ -529,6 +569,8 @@ RANGES: dict[str, Range] = {
     "steering_sweep.layers": Range(0, nonempty=True),
     "steering_sweep.alphas": Range(nonempty=True),
     "steering.layer": Range(0),
+    "steering.nll_budget": Range(0, open_lo=True),
+    "steering.degenerate_budget": Range(0, 1),
     "cross_steering.depth": Range(0, 1),
     "statistics.power_ds": Range(0, open_lo=True, nonempty=True),
     "statistics.metric_families": Range(nonempty=True),
@@ -597,6 +639,10 @@ def _conform(key: str, hint: Any, value: Any) -> Any:
                 raise ParamsError(f"{key} must be {problem[1]}: item {i} is {v!r}")
             out.append(v)
         return tuple(out)
+    if hint is dict:  # a mapping of names to mappings (steering_sweep.settings); its entries: the section's check
+        if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
+            raise ParamsError(f"{key} must be a mapping of names to mappings, got {value!r}")
+        return value
     if hint not in _KINDS:
         return value
     value, problem = _scalar(hint, rng, value)
@@ -657,6 +703,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         steering_common=_build(SteeringCommonParams, raw.get("steering_common"), "steering_common"),
         steering_sweep=_build(SteeringSweepParams, raw.get("steering_sweep"), "steering_sweep"),
         steering=_build(SteeringParams, raw.get("steering"), "steering"),
+        steering_confirm=_build(SteeringConfirmParams, raw.get("steering_confirm"), "steering_confirm"),
         cross_steering=_build(CrossSteeringParams, raw.get("cross_steering"), "cross_steering"),
         statistics=_build(StatisticsParams, raw.get("statistics"), "statistics"),
         heads=_build(HeadParams, raw.get("heads"), "heads"),

@@ -11,6 +11,8 @@ from emotion_circuits.errors import ParamsError
 from emotion_circuits.evaluation import EVALUATORS
 from emotion_circuits.evaluation.base import EVERY_EMOTION, EvaluatorInputs, Metric
 
+FLUENCY_COLUMNS = ("nll", "repetition", "degenerate")  # in every scored table beside the evaluators' columns
+
 
 def declared_metrics() -> tuple[Metric, ...]:
     """Every registered evaluator's class-level metrics, in registry order, each column once (`lexicon` carries
@@ -78,8 +80,9 @@ def build_evaluators(names: Sequence[str], lexicons: Mapping[str, Sequence[str]]
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
-    """Every score column present that a registered evaluator declares (evaluators differ), plus fluency."""
-    return [c for c in table.columns if family_of(c) is not None] + ["nll", "repetition"]
+    """Every score column present that a registered evaluator declares (evaluators differ), plus fluency
+    (`text.score_all`'s repetition and degenerate, and the NLL the stages add)."""
+    return [c for c in table.columns if family_of(c) is not None] + list(FLUENCY_COLUMNS)
 
 
 def families_in(table: pd.DataFrame) -> list[str]:

@@ -1,5 +1,8 @@
-"""Text measures shared by every evaluator run: fluency (repetition, continuation NLL), sentence embeddings,
-and `score_all`, which joins the evaluators' declared columns into one table."""
+"""Text measures shared by every evaluator run: fluency (repetition, degenerate, continuation NLL), sentence
+embeddings, and `score_all`, which joins the evaluators' declared columns into one table.
+
+Repetition counts repeated *token* n-grams, not words: a steered model's loop "sharingsharingsharing" is one
+word to a space splitter (rate 0) but the same tokens again and again."""
 
 from __future__ import annotations
 
@@ -9,14 +12,29 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-WORD = re.compile(r"[A-Za-z']+")
+WORD = re.compile(r"[A-Za-z']+")  # a word, as the lexicon evaluator counts them
+SPACES = re.compile(r"\s+")
+CHARS_PER_TOKEN = 4  # English BPE averages ~4 characters a token: the text fallback's n-gram width per token
+DEGENERATE_AT = 0.5  # fixed before any run, never tuned: half of a continuation's n-grams are repeats
 
 
-def repetition_rate(text: str) -> float:
-    """Share of word trigrams that already occurred earlier in the text (loops, 'thank thank thank')."""
-    words = [w.lower() for w in WORD.findall(text)]
-    grams = list(zip(words, words[1:], words[2:]))
+def repetition_rate(tokens: Sequence, n: int = 3) -> float:
+    """Share of token n-grams that already occurred earlier in the sequence (loops of any spelling: 'thank thank
+    thank', 'sharingsharing'). Any hashable tokens: model token ids, or a list of strings. A `str` is refused:
+    its characters are not tokens (use `text_repetition_rate`)."""
+    if isinstance(tokens, str):
+        raise TypeError("repetition_rate counts tokens, got a str: pass token ids, or use text_repetition_rate")
+    toks = list(tokens)
+    grams = [tuple(toks[i: i + n]) for i in range(len(toks) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def text_repetition_rate(text: str, n: int = 3) -> float:
+    """The fallback for callers with only text: repeated character n-grams `n * CHARS_PER_TOKEN` wide (about a
+    token n-gram) over the lower-cased, whitespace-collapsed text. Characters, not words, so a loop without
+    spaces still repeats; wide enough that ordinary prose ('the', 'ing' recur) reads near 0."""
+    chars = SPACES.sub(" ", text.lower()).strip()
+    return repetition_rate(list(chars), n * CHARS_PER_TOKEN)
 
 
 def embed_texts(lm, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -72,9 +90,13 @@ def continuation_nll(lm, prompts: Sequence[Sequence[int]], continuations: Sequen
     return out
 
 
-def score_all(evaluators, texts: Sequence[str]) -> pd.DataFrame:
-    """Every evaluator's declared columns side by side (one row per text), plus `repetition`. An evaluator
-    whose frame is not exactly its declared `metrics` is an error here, not a column lost later."""
+def score_all(evaluators, texts: Sequence[str], tokens: Sequence[Sequence[int]] | None = None) -> pd.DataFrame:
+    """Every evaluator's declared columns side by side (one row per text), plus fluency: `repetition` (on each
+    text's model token ids where `tokens` is given, else `text_repetition_rate`) and `degenerate` (1.0 where
+    repetition >= DEGENERATE_AT). An evaluator whose frame is not exactly its declared `metrics` is an error
+    here, not a column lost later."""
+    if tokens is not None and len(tokens) != len(texts):
+        raise ValueError(f"score_all: {len(tokens)} token sequences for {len(texts)} texts")
     frames = []
     for ev in evaluators:
         frame = ev.score(texts).reset_index(drop=True)
@@ -83,5 +105,7 @@ def score_all(evaluators, texts: Sequence[str]) -> pd.DataFrame:
                                f"{[m.column for m in ev.metrics]}")
         frames.append(frame)
     out = pd.concat(frames, axis=1) if frames else pd.DataFrame(index=range(len(texts)))
-    out["repetition"] = [repetition_rate(t) for t in texts]
+    rates = [repetition_rate(t) for t in tokens] if tokens is not None else [text_repetition_rate(t) for t in texts]
+    out["repetition"] = np.asarray(rates, dtype=float)
+    out["degenerate"] = (out["repetition"] >= DEGENERATE_AT).astype(float)
     return out

@@ -323,7 +323,7 @@ def evaluate_heads(lm: LoadedModel, heads: dict[str, list[tuple[int, int]]], df:
                 edits = {head[0]: H.LayerEdit(keep=keep)}
             with H.controlled(H.Controller(end_pos=None, edits=edits)):
                 tokens = generate(lm, conds, max_new_tokens, batch_size=len(conds), prepend_bos=prepend_bos)
-            scores[name] = score_all(evaluators, decode(lm, tokens))
+            scores[name] = score_all(evaluators, decode(lm, tokens), tokens)
         metrics = [c for c in (f"lex_{emotion}", f"p_{emotion}") if c in scores["clean"]]
         for name in list(runs)[1:]:
             for metric in metrics:

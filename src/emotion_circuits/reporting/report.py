@@ -250,6 +250,8 @@ STATS, DATASET, ACTIVATIONS, VECTORS, ALIGNMENT, STEERING, SINGLE = (
                                                  "steering_sweep", "steering"))
 
 CROSS = str(paths.STAGES["cross_steering"].metrics)
+CONFIRM = str(paths.STAGES["steering_confirm"].metrics)
+PICK_NAMES = {"seeds": "the seeds' setting", "frontier": "the best setting within the fluency budget"}
 JUDGES = str(paths.STAGES["judges"].metrics)
 # hand-recorded measurements (benchmarks, GPU runs) the report quotes in a labelled section
 MEASUREMENTS = str(paths.METRICS / "measurements.md")
@@ -309,10 +311,11 @@ def effect_verdict(doc: Doc, m: dict, family: str, emotion: str, what: str) -> N
         verdict = f"**Verdict: no evidence of an effect {against}.**"
     key = None
     if family == "steering_sweep" and e.get("layer") is not None and e.get("alpha") is not None:
-        key = f"{emotion}|L{int(e['layer']):02d}|a{float(e['alpha']):+g}"
-    if key and key in (m.get(STEERING, {}).get("vs_random") or {}):
+        setting = str(e.get("effect", "")).split("/")[1] if str(e.get("effect", "")).count("/") >= 3 else ""
+        key = f"{setting}|{emotion}|L{int(e['layer']):02d}|a{float(e['alpha']):+g}"
+    if key and key in (m.get(STEERING, {}).get("vs_random_band") or {}):
         verdict += (f" Fluency: the continuation NLL changes by "
-                    f"{c.num(STEERING, ['vs_random', key, 'nll_delta'], 'signed3')} nats/token.")
+                    f"{c.num(STEERING, ['vs_random_band', key, 'nll_delta'], 'signed3')} nats/token.")
     if not e.get("significant") and e.get("mde_d") is not None:
         verdict += (f" With this n only |d| >= {c.num(STATS, base + ['mde_d'], 'f2')} is detectable at power "
                     f"{c.num(STATS, ['power', 'power'], 'g')}.")
@@ -636,20 +639,135 @@ def shared_subspace_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
             figs.add(name, "Layer x layer linear CKA")
 
 
+def confirm_design(doc: Doc, m: dict[str, Any]) -> None:
+    """How the confirmed verdicts were reached: the two splits, the budget, the random directions and the power."""
+    c, d = Cite(m), ["design"]
+    doc.p(f"Each emotion's setting was chosen on {c.num(CONFIRM, d + ['n_selection_prompts'], 'int')} selection "
+          f"prompts (stage `steering_sweep`: the largest `{c.num(CONFIRM, ['primary_metric'], 'str')}` effect whose "
+          f"NLL rise stays within {c.num(STEERING, ['nll_budget'], 'g')} nats/token and whose degenerate share rises "
+          f"by at most {c.num(STEERING, ['degenerate_budget'], 'g')}) and confirmed on "
+          f"{c.num(CONFIRM, d + ['n_prompts'], 'int')} other prompts (disjoint: "
+          f"`{c.num(CONFIRM, d + ['splits_disjoint'], 'str')}`) against "
+          f"{c.num(CONFIRM, d + ['n_random'], 'int')} equal-norm random directions in the same setting "
+          f"({c.num(CONFIRM, d + ['random_per_prompt'], 'int')} per prompt). The test is paired by prompt "
+          f"(emotion effect minus the mean of the prompt's random effects; sign-flip permutation p, BCa CI, "
+          f"Benjamini-Hochberg across emotions and picks). Power at d_z = "
+          f"{c.num(CONFIRM, d + ['power', 'd_z'], 'g')}: {c.num(CONFIRM, d + ['power', 'achieved'], 'f2')} (n = "
+          f"{c.num(CONFIRM, d + ['power', 'required_n'], 'int')} would give power "
+          f"{c.num(STATS, ['power', 'power'], 'g')}).", c)
+
+
+def confirmed_verdict(doc: Doc, m: dict[str, Any], emotion: str, pick: str) -> None:
+    """One emotion's pick: where it steers, by how much beyond random, at what fluency cost, and its verdict."""
+    c, k = Cite(m), ["verdicts", emotion, pick]
+    v = m[CONFIRM]["verdicts"][emotion][pick]
+    setting = v["setting"]
+    if v.get("same_as"):
+        doc.p(f"**{emotion}**, {PICK_NAMES.get(pick, pick)}: the same cell as "
+              f"{PICK_NAMES.get(v['same_as'], v['same_as'])} (`{c.num(CONFIRM, k + ['same_as'], 'str')}`), run "
+              f"once; its verdict above holds for both.", c)
+        return
+    text = (f"**{emotion}**, {PICK_NAMES.get(pick, pick)} (`{c.num(CONFIRM, k + ['setting'], 'str')}`: "
+            f"{c.num(CONFIRM, ['settings', setting, 'description'], 'str')}; layer "
+            f"{c.num(CONFIRM, k + ['layer'], 'int')}, alpha {c.num(CONFIRM, k + ['alpha'], 'g')}): "
+            f"`{c.num(CONFIRM, k + ['metric'], 'str')}` rate {c.num(CONFIRM, k + ['rate'], 'f3')} vs "
+            f"{c.num(CONFIRM, k + ['baseline_rate'], 'f3')} unsteered and {c.num(CONFIRM, k + ['random_rate'], 'f3')} "
+            f"under random directions; effect beyond random {c.num(CONFIRM, k + ['effect_vs_random'], 'signed3')} "
+            f"[{c.num(CONFIRM, k + ['ci_low'], 'signed3')}, {c.num(CONFIRM, k + ['ci_high'], 'signed3')}], "
+            f"p = {c.num(CONFIRM, k + ['p'], 'p')}, q = {c.num(CONFIRM, k + ['q'], 'p')}, d_z = "
+            f"{c.num(CONFIRM, k + ['d_z'], 'f2')} (n = {c.num(CONFIRM, k + ['n'], 'int')} prompts, "
+            f"{c.num(CONFIRM, k + ['n_random'], 'int')} random directions, of which a share of "
+            f"{c.num(CONFIRM, k + ['random_beats'], 'f2')} reach the emotion's mean on their prompts). Fluency: NLL "
+            f"{c.num(CONFIRM, k + ['nll_delta'], 'signed3')} [{c.num(CONFIRM, k + ['nll_ci_low'], 'signed3')}, "
+            f"{c.num(CONFIRM, k + ['nll_ci_high'], 'signed3')}] nats/token")
+    if v.get("degenerate_delta") is not None:
+        text += f", degenerate share {c.num(CONFIRM, k + ['degenerate_delta'], 'signed3')}"
+    budget = "within" if v["within_budget"] else "outside"
+    text += (f" ({budget} the budget). **Verdict: {c.num(CONFIRM, k + ['verdict'], 'str')}"
+             f"{'' if v['steers'] else ' beyond equal-norm random directions'}.**")
+    trend = (m[CONFIRM].get("dose_response", {}).get(emotion, {}).get(pick, {})
+             .get(m[CONFIRM]["primary_metric"]))
+    if trend:
+        t = ["dose_response", emotion, pick, m[CONFIRM]["primary_metric"]]
+        text += (f" Dose-response over alpha {c.num(CONFIRM, t + ['alphas', 0], 'g')} .. "
+                 f"{c.num(CONFIRM, t + ['alphas', len(trend['alphas']) - 1], 'g')}: slope "
+                 f"{c.num(CONFIRM, t + ['slope'], 'signed3')} per unit alpha [{c.num(CONFIRM, t + ['slope_ci_low'], 'signed3')}, "
+                 f"{c.num(CONFIRM, t + ['slope_ci_high'], 'signed3')}], p = {c.num(CONFIRM, t + ['p'], 'p')}, "
+                 f"monotone: `{c.num(CONFIRM, t + ['monotone'], 'str')}`")
+        if trend.get("effect_at_most_negative") is not None:
+            text += f"; at the most negative alpha the effect is {c.num(CONFIRM, t + ['effect_at_most_negative'], 'signed3')}"
+        text += "."
+    doc.p(text, c)
+
+
+def examples_block(doc: Doc, m: dict[str, Any], emotion: str) -> None:
+    """A few confirmation prompts continued unsteered, steered at each pick, and along a random direction."""
+    verdicts = m[CONFIRM].get("verdicts", {}).get(emotion, {})
+    for pick, rows in sorted(m[CONFIRM].get("examples", {}).get(emotion, {}).items()):
+        if verdicts.get(pick, {}).get("same_as"):
+            continue  # the twin pick's continuations are the same text
+        for i in range(len(rows)):
+            c, k = Cite(m), ["examples", emotion, pick, i]
+            doc.p(f"*{emotion}, {pick}*: \"{c.num(CONFIRM, k + ['prompt'], 'str')}\" | unsteered: "
+                  f"\"{c.num(CONFIRM, k + ['unsteered'], 'str')}\" | steered: \"{c.num(CONFIRM, k + ['steered'], 'str')}\" | "
+                  f"random direction: \"{c.num(CONFIRM, k + ['random'], 'str')}\"", c)
+
+
+def confirm_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
+    """Can the model be steered? Per emotion the confirmed verdict of the seeds' setting and of the best setting."""
+    if CONFIRM not in m:
+        return
+    doc.h(2, "Steering: confirmed verdicts")
+    confirm_design(doc, m)
+    for emotion in sorted(m[CONFIRM]["verdicts"]):
+        for pick in ("seeds", "frontier"):
+            if pick in m[CONFIRM]["verdicts"][emotion]:
+                confirmed_verdict(doc, m, emotion, pick)
+    figs.add("steering_confirm__dose_response.png", "Dose-response on the confirmation prompts (0 = unsteered)")
+    figs.add("steering_confirm__random_vs_emotion.png",
+             "Each random direction's mean effect (dots) against the emotion direction's (bar)")
+    figs.add("steering_confirm__real_world.png", "Real-world texts before and after steering (paired)")
+    doc.h(3, "What steering does to the text")
+    for emotion in sorted(m[CONFIRM].get("examples", {})):
+        examples_block(doc, m, emotion)
+
+
+def sweep_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
+    """The selection sweep (exploratory, selection split): per setting and emotion the best cell within budget,
+    and the statistics stage's largest sweep effect per emotion, its adjusted p covering the whole sweep."""
+    sweep = m.get(STEERING, {})
+    headline = m.get(STATS, {}).get("headline", {}).get("steering_sweep", {})
+    if "best_by_setting" not in sweep and not headline:
+        return
+    doc.h(2, "Steering sweep (selection split, exploratory)")
+    doc.p("Every setting over its layers and alphas on the selection prompts; per setting and emotion the best cell "
+          "within the fluency budget. These effects are biased upward by the choice: only the confirmed verdicts "
+          "above are results.")
+    for setting, per in sorted(sweep.get("best_by_setting", {}).items()):
+        c = Cite(m)
+        parts = []
+        for emotion in sorted(per):
+            k = ["best_by_setting", setting, emotion]
+            parts.append(f"{emotion} {c.num(STEERING, k + ['effect'], 'signed3')} at layer "
+                         f"{c.num(STEERING, k + ['layer'], 'int')}, alpha {c.num(STEERING, k + ['alpha'], 'g')} "
+                         f"(NLL {c.num(STEERING, k + ['nll_delta'], 'signed3')}, within budget: "
+                         f"`{c.num(STEERING, k + ['within_budget'], 'str')}`)")
+        doc.p(f"`{c.num(STEERING, ['settings', setting, 'name'], 'str')}` "
+              f"({c.num(STEERING, ['settings', setting, 'description'], 'str')}): " + "; ".join(parts) + ".", c)
+    for emotion in headline:
+        effect_verdict(doc, m, "steering_sweep", emotion, "steering sweep")
+    for name in sorted(figs.figures):
+        if name.startswith("steering_sweep__heatmap_"):
+            figs.add(name, "Layer x alpha effect per emotion; hatched: within the equal-norm random band")
+    figs.add("steering_sweep__frontier.png", "Effect vs fluency per setting, the budget, and the peers' points")
+    figs.add("steering_sweep__effect_vs_alpha.png", "Effect vs alpha per setting and layer")
+    figs.add("statistics__steering_sweep_d.png", "Cohen's d with bootstrap CIs; stars: BH-significant")
+
+
 def steering_sections(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
     headline = m.get(STATS, {}).get("headline", {})
-    if "steering_sweep" in headline:
-        doc.h(2, "Steering sweep")
-        doc.p("Each emotion vector is added at one layer and strength alpha during generation; the effect is the "
-              "per-prompt change of the emotion's own evaluator score vs the unsteered run. The null: random "
-              "directions with exactly the vector's norm, at the same layer and alpha, on the same prompts. The "
-              "headline per emotion is the largest effect among the null-controlled conditions; its adjusted p "
-              "covers the whole sweep.")
-        for emotion in headline["steering_sweep"]:
-            effect_verdict(doc, m, "steering_sweep", emotion, "steering sweep")
-        figs.add("steering_sweep__effect_vs_alpha.png", "Effect vs alpha per layer, random-direction band")
-        figs.add("statistics__steering_sweep_d.png", "Cohen's d with bootstrap CIs; stars: BH-significant")
-        figs.add("steering_sweep__effect_vs_fluency.png", "Effect vs fluency (NLL increase)")
+    confirm_section(doc, m, figs)
+    sweep_section(doc, m, figs)
     if "steering" in headline:
         doc.h(2, "Single-alpha steering")
         doc.p("The steering vector at one alpha on neutral prompts (prompt-only patching) against equal-norm random "
@@ -658,7 +776,7 @@ def steering_sections(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
         for emotion in headline["steering"]:
             effect_verdict(doc, m, "steering", emotion, "single alpha")
     for family in headline:
-        if family not in ("steering_sweep", "steering"):
+        if family not in ("steering_sweep", "steering", "steering_confirm", "steering_confirm_other"):
             doc.h(2, f"Effects: {family}")
             for emotion in headline[family]:
                 effect_verdict(doc, m, family, emotion, family)

@@ -93,20 +93,24 @@ def sweep_effect_samples(table: pd.DataFrame, metric_families: Sequence[str],
                          family: str = "steering_sweep") -> pd.DataFrame:
     """results/steering_sweep/generations.parquet -> effect_samples.
 
-    Per emotion x layer x alpha and metric family: the per-prompt change vs the unsteered run on the emotion's own
-    metric (`effect_<metric>`). Where equal-norm random directions ran at the same emotion, layer and alpha,
-    they are the null (every (prompt, random direction) run, unit = prompt) and the effect is restricted to the
-    prompts the null ran on, as in `sweep.summarise_effects`; elsewhere the test is against 0 on all prompts.
+    Per emotion x setting x layer x alpha and metric family: the per-prompt change vs the unsteered run on the
+    emotion's own metric (`effect_<metric>`). Where equal-norm random directions ran in the same setting, layer
+    and alpha (for this emotion, or shared by every emotion: emotion "any"), they are the null (every (prompt,
+    random direction) run, unit = prompt) and the effect is restricted to the prompts the null ran on, as in
+    `sweep.summarise_effects`; elsewhere the test is against 0 on all prompts. Tables from before settings
+    existed (no `setting` column) read as one setting.
     """
+    table = table if "setting" in table else table.assign(setting="default")
     prompt_unit = {p: i for i, p in enumerate(sorted(table["prompt_id"].unique()))}
     emo, rnd = table[table["kind"] == "emotion"], table[table["kind"] == "random"]
     parts = []
-    for (emotion, layer, alpha), g in emo.groupby(["emotion", "layer", "alpha"], sort=True):
-        r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]
+    for (emotion, setting, layer, alpha), g in emo.groupby(["emotion", "setting", "layer", "alpha"], sort=True):
+        r = rnd[rnd["emotion"].isin([emotion, "any"]) & (rnd["setting"] == setting) & (rnd["layer"] == layer)
+                & (rnd["alpha"] == alpha)]
         if len(r):
             g = g[g["prompt_id"].isin(set(r["prompt_id"]))]
         site = Site(int(layer), "resid_pre")
-        prefix = f"{emotion}/{site.name}/alpha={float(alpha):g}"
+        prefix = f"{emotion}/{setting}/{site.name}/alpha={float(alpha):g}"
         parts += with_labels(metric_samples(family, lambda m: f"{prefix}/{m}", emotion, metric_families, g,
                                             r if len(r) else None, prompt_unit), site, alpha)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SAMPLE_COLUMNS))

@@ -16,19 +16,23 @@ def write_plots(effects: pd.DataFrame, ktable: pd.DataFrame, live, primary: str)
 
     png_dir = live.figures
     sweep = effects[(effects["family"] == "steering_sweep") & effects["metric"].str.startswith(f"{primary}_")]
+    # effect ids read emotion/setting/site/alpha/metric: one series per setting and layer
+    sweep = sweep.assign(setting=sweep["effect"].str.split("/").str[1])
     if len(sweep):
         emotions = emotions_in(sweep)
         fig, axes = P.panels(len(emotions))
         for ax, emotion in zip(axes, emotions):
             g = sweep[sweep["emotion"] == emotion]
-            for i, (layer, lg) in enumerate(g.groupby("layer", sort=True)):
+            for i, ((setting, layer), lg) in enumerate(g.groupby(["setting", "layer"], sort=True)):
                 lg = lg.sort_values("alpha")
-                live.log_table(f"steering_d/{emotion}_L{int(layer):02d}", lg[["alpha", "d", "d_ci_low", "d_ci_high"]],
+                live.log_table(f"steering_d/{emotion}_{setting}_L{int(layer):02d}",
+                               lg[["alpha", "d", "d_ci_low", "d_ci_high"]],
                                "alpha", ["d", "d_ci_low", "d_ci_high"],
                                y_label="Cohen's d with bootstrap CI (steering sweep)")
                 x = lg["alpha"].to_numpy() + 0.04 * (i - 1)
                 err = np.vstack([lg["d"] - lg["d_ci_low"], lg["d_ci_high"] - lg["d"]]).clip(min=0)
-                ax.errorbar(x, lg["d"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, label=f"layer {layer}")
+                ax.errorbar(x, lg["d"], yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
+                            label=f"{setting} L{layer}")
                 sig = lg[lg["significant"]]
                 ax.scatter(sig["alpha"] + 0.04 * (i - 1), sig["d"], marker="*", s=60, color="k", zorder=3)
             P.label(ax, "alpha", "Cohen's d",

@@ -115,7 +115,7 @@ def effect_entry(row: pd.Series) -> dict:
     return out
 
 
-SIGNED_FAMILIES = ("steering_sweep", "steering")  # positive d = more of the emotion: the expected direction
+SIGNED_FAMILIES = ("steering_sweep", "steering", "steering_confirm", "steering_confirm_other")  # positive d = more of the emotion: the expected direction
 
 
 def headlines(effects: pd.DataFrame, primary_family: str) -> dict:

@@ -7,6 +7,10 @@ row computes exactly what it would compute alone (tested token for token).
 Units: by default a direction is the raw emotion vector (mean emotion - mean neutral, as in the seeds), so
 alpha = 1 moves a neutral residual as far as the average emotional sentence sits from neutral. Unit-norm
 directions with alpha ~1-2 do nothing on these models (residual norms are 10^2-10^3).
+
+Band and mode exist to trade effect against fluency: a band spreads the same total delta over several layers
+(smaller kicks per layer), and the norm / project modes change *how* the delta enters the residual so the
+stream's scale (norm) or its existing emotion component (project) does not simply pile up with alpha.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from emotion_circuits.runtime.resources import run_with_backoff
 
 WINDOWS = ("last", "positions", "generated", "all")
 SCHEDULES = ("constant", "linear", "exp")
+MODES = ("add", "norm", "project")
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,23 @@ class Condition:
     schedule: str = "constant"
     decay: float = 0.7
     iterative: bool = False  # re-apply at every generated step (not only over the prompt window)
+    band: int = 1  # steer resid_pre of layers layer .. layer + band - 1, each with direction / band
+    mode: str = "add"  # add: x + c d; norm: then rescale to ||x||; project: x - (x.u)u + c d (see _steer_fn)
 
     def __post_init__(self) -> None:
         if not isinstance(self.alpha, (int, float)) or not np.isfinite(self.alpha):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r} (allowed: {', '.join(SCHEDULES)})")
+        if isinstance(self.band, bool) or not isinstance(self.band, (int, np.integer)) or self.band < 1:
+            raise ValueError(f"band must be an integer >= 1, got {self.band!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (allowed: {', '.join(MODES)})")
+
+    @property
+    def layers(self) -> range:
+        """The layers whose resid_pre this condition steers."""
+        return range(self.layer, self.layer + int(self.band))
 
 
 def schedule_weights(schedule: str, length: int, decay: float) -> np.ndarray:
@@ -114,6 +130,9 @@ def validate(lm: LoadedModel, conditions: Sequence[Condition]) -> None:
             continue
         if not 0 <= c.layer < lm.n_layers:
             raise SteeringError(f"layer {c.layer} out of range for {lm.name} (0..{lm.n_layers - 1})")
+        if c.layer + c.band - 1 >= lm.n_layers:
+            raise SteeringError(f"layer {c.layer} with band {c.band} steers layers {c.layer}..{c.layer + c.band - 1},"
+                                f" out of range for {lm.name} (0..{lm.n_layers - 1})")
         if np.shape(c.direction) != (lm.d_model,):
             raise SteeringError(f"direction has shape {np.shape(c.direction)}, expected ({lm.d_model},)")
 
@@ -133,25 +152,62 @@ def check_prompt_lengths(lm: LoadedModel, prompts: Sequence[str], max_new_tokens
                                 f"tokens (shorten the prompt or lower max_new_tokens)")
 
 
+def _steer_fn(state: dict, delta: torch.Tensor, unit: torch.Tensor, norm_rows: torch.Tensor | None,
+              project_rows: torch.Tensor | None):
+    """The resid_pre edit of one layer, row by row: coef[row, pos] * delta[row] added (mode add); for project rows,
+    x's component along unit[row] removed first; for norm rows, the result rescaled to x's per-position norm.
+
+    Project and norm act only where the row steers this layer at that position (coef != 0), so every other row and
+    position keeps x bit for bit: a row computes the same in any batch (batched == alone) and unsteered prefixes stay
+    shareable. Reductions are elementwise-then-sum over d_model (no matmul), so they do not depend on the batch.
+    """
+    def steer(x: torch.Tensor) -> torch.Tensor:
+        coef = state["coef"].to(x.dtype)[:, :, None]
+        add = coef * delta[:, None, :]
+        if norm_rows is None and project_rows is None:
+            return x + add
+        steered = coef != 0
+        base = x
+        if project_rows is not None:
+            u = unit[:, None, :]
+            removed = x - (x * u).sum(-1, keepdim=True) * u
+            base = torch.where(project_rows[:, None, None] & steered, removed, x)
+        y = base + add
+        if norm_rows is not None:
+            nx = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+            ny = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+            scale = torch.where(ny > 0, nx / ny.clamp(min=torch.finfo(ny.dtype).tiny), torch.ones_like(ny))
+            y = torch.where(norm_rows[:, None, None] & steered, y * scale, y)
+        return y
+
+    return steer
+
+
 @contextlib.contextmanager
 def _steering(lm: LoadedModel, conditions: Sequence[Condition], state: dict) -> None:
-    """Per-layer hooks adding coef[row, pos] * direction[row] at resid_pre, for rows steering that layer.
+    """Per-layer hooks at resid_pre, each editing the rows whose band covers that layer (see `_steer_fn`).
 
-    `state["coef"]` holds the [batch, positions] coefficients of the positions the current forward processes.
+    `state["coef"]` holds the [batch, positions] coefficients of the positions the current forward processes;
+    a row steering a band of B layers adds direction / B at each of them.
     """
     device, dtype = lm.device, next(lm.hf_model.parameters()).dtype
+    steering = [c.direction is not None and c.alpha != 0 for c in conditions]
     hooks = {}
-    for layer in sorted({c.layer for c in conditions if c.direction is not None and c.alpha != 0}):
-        delta = torch.zeros(len(conditions), lm.d_model, dtype=dtype)
+    for layer in sorted({k for c, on in zip(conditions, steering) if on for k in c.layers}):
+        n = len(conditions)
+        delta, unit = np.zeros((n, lm.d_model)), np.zeros((n, lm.d_model))
+        norm_rows, project_rows = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for i, c in enumerate(conditions):
-            if c.direction is not None and c.layer == layer:
-                delta[i] = torch.as_tensor(np.asarray(c.direction), dtype=dtype)
-        delta = delta.to(device)
-
-        def add(x: torch.Tensor, _delta=delta) -> torch.Tensor:
-            return x + state["coef"].to(x.dtype)[:, :, None] * _delta[:, None, :]
-
-        hooks[Site(layer, "resid_pre").name] = add
+            if c.direction is not None and layer in c.layers:
+                delta[i] = np.asarray(c.direction, dtype=np.float64) / c.band
+                length = np.linalg.norm(delta[i])
+                unit[i] = delta[i] / length if length > 0 else 0.0
+                norm_rows[i], project_rows[i] = c.mode == "norm", c.mode == "project"
+        delta_t = torch.as_tensor(delta, dtype=dtype).to(device)
+        unit_t = torch.as_tensor(unit, dtype=dtype).to(device)
+        norm_t = torch.as_tensor(norm_rows).to(device) if norm_rows.any() else None
+        project_t = torch.as_tensor(project_rows).to(device) if project_rows.any() else None
+        hooks[Site(layer, "resid_pre").name] = _steer_fn(state, delta_t, unit_t, norm_t, project_t)
     with residual_hooks(lm, hooks):
         yield
 

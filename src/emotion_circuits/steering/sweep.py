@@ -1,7 +1,7 @@
 """Steering experiments: build condition grids with their controls, run them, and turn scores into effects.
 
-Every emotion condition has an unsteered baseline on the same prompt (alpha = 0) and, at `random_alphas`,
-`n_random` random directions with exactly the emotion vector's L2 norm at the same layer: the effect of an
+Every emotion condition has an unsteered baseline on the same prompt (alpha = 0) and, where random controls run,
+random directions with exactly the steered vector's L2 norm at the same layer and setting: the effect of an
 emotion direction is only a result next to the distribution of those random effects.
 """
 
@@ -16,7 +16,6 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from emotion_circuits import EMOTIONS
 from emotion_circuits.data import load_lexicons
 from emotion_circuits.evaluation.catalog import build_evaluators, metric_columns
 from emotion_circuits.evaluation.text import continuation_nll, score_all
@@ -30,6 +29,7 @@ from emotion_circuits.directions.emotion_directions import EmotionDirections
 from emotion_circuits.model.site import Site
 from emotion_circuits.store.io import read_parquet
 from emotion_circuits.steering.engine import Condition, Window, decode, generate, random_directions, tokenize_prompt
+from emotion_circuits.steering.settings import Setting
 
 
 @dataclass
@@ -52,38 +52,80 @@ class ConditionSet:
                                          c.iterative if iterative is None else iterative))
         self.rows.append({**meta, "layer": layer, "alpha": float(alpha)})
 
+    def append(self, condition: Condition, **meta) -> None:
+        """A condition built elsewhere (a `steering.settings.Setting`), with its metadata row."""
+        self.conditions.append(condition)
+        self.rows.append(meta)
+
     def table(self) -> tuple[list[Condition], pd.DataFrame]:
         return self.conditions, pd.DataFrame(self.rows)
 
 
-def build_grid(prompts: pd.DataFrame, directions: Mapping[Site, EmotionDirections], common: SteeringCommonParams,
+def build_grid(prompts: pd.DataFrame, settings: Sequence[Setting],
+               directions: Mapping[str, Mapping[Site, EmotionDirections]], common: SteeringCommonParams,
                grid_params: SteeringSweepParams, seed: int) -> tuple[list[Condition], pd.DataFrame]:
-    """Conditions and their metadata rows: one baseline per prompt, emotion x layer x alpha, random controls.
-    `directions[Site(layer)]` are the emotion directions at each grid layer's `resid_pre`."""
+    """Conditions and their metadata rows: one baseline per prompt, then per setting emotion x layer x alpha on
+    every prompt, and for `random_settings` the equal-norm random band at every layer and alpha (on the first
+    `random_prompts` prompts). `directions[setting.name][Site(layer)]` are the directions a setting steers with.
+
+    A band's random directions are shared by the emotions (each emotion's own metric is read off the same rows):
+    their norm is the mean of the emotions' vector norms at that layer, so the band costs one emotion's worth."""
     g = grid_params
-    emotions, layers, alphas, n_random, random_alphas, random_prompts = (
-        common.emotions, g.layers, g.alphas, g.n_random, g.random_alphas, g.random_prompts)
     grid = ConditionSet(common)
-
-    def add(prompt, kind, emotion, layer, alpha, direction, random_id=-1):
-        grid.add(prompt.text, layer, alpha, direction, prompt_id=prompt.id, kind=kind, emotion=emotion,
-                 random_id=random_id)
-
     for prompt in prompts.itertuples():
-        add(prompt, "baseline", "none", -1, 0.0, None)
-    for emotion in emotions:
-        for layer in layers:
-            v = directions[Site(layer)][emotion].vector
-            randoms = random_directions(v, n_random, seed + 1000 * layer + EMOTIONS.index(emotion))
-            for prompt in prompts.itertuples():
-                for alpha in alphas:
-                    if alpha != 0:
-                        add(prompt, "emotion", emotion, layer, alpha, v)
-            for prompt in prompts.head(random_prompts or len(prompts)).itertuples():
-                for alpha in random_alphas:
-                    for j, r in enumerate(randoms):
-                        add(prompt, "random", emotion, layer, alpha, r, j)
+        grid.append(Condition(prompt.text), prompt_id=prompt.id, kind="baseline", emotion="none", setting="none",
+                    layer=-1, alpha=0.0, random_id=-1)
+    random_rows = prompts.head(g.random_prompts or len(prompts))
+    for s_index, setting in enumerate(settings):
+        for layer in setting.layers:
+            dirs = directions[setting.name][Site(layer)]
+            for emotion in common.emotions:
+                v = dirs[emotion].vector
+                for prompt in prompts.itertuples():
+                    for alpha in setting.alphas:
+                        grid.append(setting.condition(prompt.text, layer, alpha, v), prompt_id=prompt.id,
+                                    kind="emotion", emotion=emotion, setting=setting.name, layer=layer,
+                                    alpha=float(alpha), random_id=-1)
+            if setting.name not in g.random_settings or not g.n_random:
+                continue
+            norm = float(np.mean([np.linalg.norm(dirs[e].vector) for e in common.emotions]))
+            d_model = len(dirs[common.emotions[0]].vector)
+            reference = np.full(d_model, norm / np.sqrt(d_model))  # only its norm matters
+            for j, r in enumerate(random_directions(reference, g.n_random, seed + 1000 * layer + 17 * s_index)):
+                for prompt in random_rows.itertuples():
+                    for alpha in setting.alphas:
+                        grid.append(setting.condition(prompt.text, layer, alpha, r), prompt_id=prompt.id,
+                                    kind="random", emotion="any", setting=setting.name, layer=layer,
+                                    alpha=float(alpha), random_id=j)
     return grid.table()
+
+
+def setting_directions(vectors_dir: Path, model: str, settings: Sequence[Setting]
+                       ) -> dict[str, dict[Site, EmotionDirections]]:
+    """{setting name: {Site(layer): directions}}: each setting's vectors (position, method, unit) at its layers."""
+    from emotion_circuits.directions.store import load_directions
+
+    out = {}
+    for setting in settings:
+        position, method, unit = setting.vectors
+        out[setting.name] = load_directions(vectors_dir, model, position, [Site(L) for L in setting.layers],
+                                            method, unit)
+    return out
+
+
+def pick_directions(vectors_dir: Path, model: str, picks: Mapping[str, Mapping[str, dict]],
+                    settings: Mapping[str, Setting]) -> dict[tuple[str, int], EmotionDirections]:
+    """{(setting name, layer): directions} of every picked cell (the confirmation stage's vectors)."""
+    from emotion_circuits.directions.store import load_directions
+
+    out = {}
+    for entry in picks.values():
+        for cell in entry.values():
+            key = (cell["setting"], int(cell["layer"]))
+            if key not in out:
+                position, method, unit = settings[key[0]].vectors
+                out[key] = load_directions(vectors_dir, model, position, [Site(key[1])], method, unit)[Site(key[1])]
+    return out
 
 
 def load_steered_model(common: SteeringCommonParams, seed: int) -> LoadedModel:
@@ -125,7 +167,7 @@ def run_and_score(lm: LoadedModel, conds: Sequence[Condition], meta: pd.DataFram
     table = meta.reset_index(drop=True).copy()
     table["text"] = texts
     table["n_new_tokens"] = [len(t) for t in tokens]
-    scores = score_all(evaluators, texts)
+    scores = score_all(evaluators, texts, tokens)
     scores["nll"] = nll
     return pd.concat([table, scores], axis=1)
 
@@ -158,23 +200,28 @@ def add_effects(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshold: float, seed: int,
                       kind: str = "emotion", extra_keys: Sequence[str] = (),
-                      ci: StatisticsParams | None = None) -> pd.DataFrame:
+                      ci: StatisticsParams | None = None,
+                      random_keys: Sequence[str] = ("emotion", "layer", "alpha")) -> pd.DataFrame:
     """One row per (emotion, layer, alpha, *extra_keys) of `kind` rows: mean effect per metric family with the
     pipeline's bootstrap CI over prompts (`stats.intervals.interval`, params `statistics`; None = its defaults),
-    the random-direction null at the same emotion norm, layer and alpha (where run),
-    fluency, and a `broken` flag. The effect is measured on the target emotion's own metric."""
+    the random-direction null of the rows that share `random_keys` (where run), fluency (NLL rise, repetition,
+    degenerate share rise), and a `broken` flag. The effect is measured on the target emotion's own metric."""
     rows = []
     emo = table[table["kind"] == kind]
     rnd = table[table["kind"] == "random"]
     keys = ["emotion", "layer", "alpha", *extra_keys]
     for values_key, g in emo.groupby(keys, sort=True):
-        emotion, layer, alpha = values_key[:3]
-        row = {**dict(zip(keys, values_key)), "layer": int(layer), "alpha": float(alpha), "n": len(g),
-               "nll_delta": float(g["effect_nll"].mean()), "repetition": float(g["repetition"].mean())}
+        row = {**dict(zip(keys, values_key)), "n": len(g)}
+        row.update(layer=int(row["layer"]), alpha=float(row["alpha"]), nll_delta=float(g["effect_nll"].mean()),
+                   repetition=float(g["repetition"].mean()))
+        if "effect_degenerate" in g:
+            row["degenerate_delta"] = float(g["effect_degenerate"].mean())
         row["broken"] = bool(row["nll_delta"] > nll_threshold)
-        r = rnd[(rnd["emotion"] == emotion) & (rnd["layer"] == layer) & (rnd["alpha"] == alpha)]
+        r = rnd
+        for k in random_keys:
+            r = r[r[k] == row[k]]
         for family in families:
-            col = f"effect_{own_metric(emotion, family)}"
+            col = f"effect_{own_metric(row['emotion'], family)}"
             if col not in g:
                 continue
             values = g[col].to_numpy(dtype=float)
@@ -189,20 +236,3 @@ def summarise_effects(table: pd.DataFrame, families: Sequence[str], nll_threshol
                             f"{family}_z": v["z"], f"{family}_p": v["p"]})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def best_rows(summary: pd.DataFrame, primary: str, random_alphas: Sequence[float]) -> dict[str, dict]:
-    """Per emotion: `with_controls` = the best non-broken layer at an alpha that has random controls, and
-    `strongest` = the largest non-broken positive-alpha effect anywhere in the grid (no null at most alphas)."""
-    out = {}
-    for emotion, g in summary.groupby("emotion", sort=True):
-        entry = {}
-        pools = (("with_controls", g[g["alpha"].isin(list(random_alphas))]), ("strongest", g[g["alpha"] > 0]))
-        for name, pool in pools:
-            ok = pool[~pool["broken"]]
-            pick = (ok if len(ok) else pool).sort_values([f"{primary}_effect", "layer", "alpha"],
-                                                        ascending=[False, True, True])
-            if len(pick):
-                entry[name] = pick.iloc[0]
-        out[emotion] = entry
-    return out

@@ -2,82 +2,65 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from emotion_circuits import EMOTIONS
 from emotion_circuits.evaluation.catalog import families_in, metric_families
-from emotion_circuits.params import SteeringCommonParams, SteeringParams, SteeringSweepParams
-from emotion_circuits.steering.sweep import best_rows
+from emotion_circuits.params import (StatisticsParams, SteeringCommonParams, SteeringConfirmParams, SteeringParams,
+                                     SteeringSweepParams)
+from emotion_circuits.steering.selection import best_cell, within_budget
+from emotion_circuits.steering.settings import Setting
 
-FAMILIES = metric_families()  # every registered evaluator's metric families, in registry order
+FAMILIES = metric_families()
+POWER_D = 0.5  # the effect size (Cohen's d_z) the confirmation's power is stated at (issue 17's design target)  # every registered evaluator's metric families, in registry order
 
 
-def sweep_metrics(summary: pd.DataFrame, common: SteeringCommonParams, g: SteeringSweepParams,
-                  n_conditions: int) -> dict:
-    """metrics/steering_sweep/metrics.json: per emotion the best condition with its CI, random null and fluency
-    (no timing: that goes to `generation_timing` -> timing.json, so reruns give the same bytes)."""
+def sweep_metrics(summary: pd.DataFrame, picks: dict, settings: Sequence[Setting], common: SteeringCommonParams,
+                  g: SteeringSweepParams, budget: SteeringParams, n_conditions: int) -> dict:
+    """metrics/steering_sweep/metrics.json: the grid, each setting, each emotion's picks (selection split: biased
+    upward by the choice, the confirmation stage reports the result), per (setting, emotion) the best cell within
+    budget and the random band where it ran (no timing: that goes to timing.json, so reruns give the same bytes)."""
     c = common
     primary = c.primary_metric if f"{c.primary_metric}_effect" in summary else families_in(summary.rename(
         columns=lambda col: col.replace("_effect", "_x")))[0]
-    out = {"model": c.model, "primary_metric": primary, "vector_position": c.vector_position, "unit": c.unit,
-           "direction": c.direction,
-           "grid": {"layers": list(g.layers), "alphas": list(g.alphas), "n_prompts": g.n_prompts,
-                    "n_random": g.n_random, "random_alphas": list(g.random_alphas), "n_conditions": n_conditions},
-           "best": {e: {name: {"layer": int(r["layer"]), "alpha": float(r["alpha"]),
-                                **_effect_entry(r, primary),
-                                "other_metrics": {f: float(r[f"{f}_effect"]) for f in FAMILIES
-                                                  if f != primary and f"{f}_effect" in r}}
-                         for name, r in picks.items()}
-                    for e, picks in best_rows(summary, primary, g.random_alphas).items()}}
-    at_random = summary[summary["alpha"].isin(g.random_alphas)]
-    out["vs_random"] = {
-        f"{r.emotion}|L{r.layer:02d}|a{r.alpha:+g}": {
-            "effect": getattr(r, f"{primary}_effect_on_random_prompts", None),
-            "random_mean": getattr(r, f"{primary}_random_mean", None),
-            "random_q95": getattr(r, f"{primary}_random_q95", None),
-            "p": getattr(r, f"{primary}_p", None), "nll_delta": r.nll_delta}
-        for r in at_random.itertuples()}
+    out = {"model": c.model, "primary_metric": primary, "nll_budget": budget.nll_budget,
+           "degenerate_budget": budget.degenerate_budget, "direction": c.direction,
+           "grid": {"layers": sorted({L for s in settings for L in s.layers}), "n_prompts": g.n_prompts, "n_random": g.n_random, "random_prompts": g.random_prompts,
+                    "random_settings": list(g.random_settings), "n_conditions": n_conditions,
+                    "n_cells": int(len(summary))},
+           "settings": {s.name: s.to_dict() for s in settings}, "picks": picks}
+    ok = within_budget(summary, budget.nll_budget, budget.degenerate_budget)
+    by_setting: dict = {}
+    for (setting, emotion), grp in summary.groupby(["setting", "emotion"], sort=True):
+        cell = best_cell(grp, primary, budget.nll_budget, budget.degenerate_budget)
+        r = grp[(grp["layer"] == cell["layer"]) & (grp["alpha"] == cell["alpha"])].iloc[0]
+        by_setting.setdefault(setting, {})[emotion] = {
+            "layer": cell["layer"], "alpha": cell["alpha"], "within_budget": cell["within_budget"],
+            "n_within_budget": int(ok[grp.index].sum()), **_effect_entry(r, primary),
+            "degenerate_delta": None if pd.isna(r.get("degenerate_delta", np.nan)) else float(r["degenerate_delta"]),
+            "strongest_effect": float(grp[f"{primary}_effect"].max()),
+            "other_metrics": {f: float(r[f"{f}_effect"]) for f in FAMILIES if f != primary and f"{f}_effect" in r}}
+    out["best_by_setting"] = by_setting
+    banded = summary.dropna(subset=[f"{primary}_random_q95"]) if f"{primary}_random_q95" in summary else summary[:0]
+    out["vs_random_band"] = {
+        f"{r.setting}|{r.emotion}|L{r.layer:02d}|a{r.alpha:+g}": {
+            "effect": getattr(r, f"{primary}_effect_on_random_prompts"),
+            "random_q95": getattr(r, f"{primary}_random_q95"), "p": getattr(r, f"{primary}_p"),
+            "nll_delta": r.nll_delta}
+        for r in banded.itertuples()}
     return out
 
 
-def write_sweep_plots(summary: pd.DataFrame, live, primary: str) -> None:
-    """Effect vs alpha per layer with the random band (PNG + one plot table per emotion and layer, logged through
-    the stage's `reporting.live.StageLive`), and the effect-fluency frontier."""
-    from emotion_circuits.reporting import plots as P
-
-    col = f"{primary}_effect"
-    png_dir = live.figures
-    emotions = [e for e in EMOTIONS if e in set(summary["emotion"])]
-    fig, axes = P.panels(len(emotions))
-    for ax, emotion in zip(axes, emotions):
-        g = summary[summary["emotion"] == emotion]
-        for layer, lg in g.groupby("layer", sort=True):  # fixed columns per file, so dvc.yaml names the series
-            lg = lg.sort_values("alpha")
-            series = lg[["alpha", col]].rename(columns={col: "effect"})
-            for q in ("q05", "q95"):  # no random band where no random controls ran (random_alphas: [])
-                band = f"{primary}_random_{q}"
-                series[f"random_{q}"] = lg[band] if band in lg else np.nan
-            live.log_table(f"{emotion}_L{layer}", series, "alpha", ["effect", "random_q05", "random_q95"],
-                           y_label="effect on P(emotion) vs unsteered, with the equal-norm random 5-95% band")
-        for layer, lg in g.groupby("layer", sort=True):
-            lg = lg.sort_values("alpha")
-            (line,) = ax.plot(lg["alpha"], lg[col], marker="o", ms=3, label=f"layer {layer}")
-            if f"{primary}_random_q05" in lg:
-                r = lg.dropna(subset=[f"{primary}_random_q05"])
-                ax.vlines(r["alpha"] + 0.03 * layer / 10, r[f"{primary}_random_q05"], r[f"{primary}_random_q95"],
-                          color=line.get_color(), alpha=0.5, lw=4)
-        P.label(ax, "alpha", "effect vs unsteered", f"{emotion}: effect on {primary}_{emotion} (bars: random 5-95%)",
-                hline=0)
-    P.save_figure(fig, png_dir / "effect_vs_alpha.png")
-    fig, axes = P.panels(len(emotions))
-    for ax, emotion in zip(axes, emotions):
-        g = summary[summary["emotion"] == emotion]
-        sc = ax.scatter(g["nll_delta"], g[col], c=g["layer"], s=12 + 8 * np.abs(g["alpha"]), cmap="viridis")
-        P.label(ax, "NLL increase (nats/token, unsteered model)", "effect", f"{emotion}: effect vs fluency",
-                legend=False)
-        fig.colorbar(sc, ax=ax, label="layer")
-    P.save_figure(fig, png_dir / "effect_vs_fluency.png")
+def read_peers(path: str | Path) -> list[dict]:
+    """benchmarks/peers.py's points (metrics/peers.json, git-tracked): [] when the benchmark has not been run."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")).get("points", []))
 
 
 def _effect_entry(r, primary: str) -> dict:
@@ -127,3 +110,44 @@ def cross_entries(summary: pd.DataFrame, primary: str) -> dict:
     for r in summary.itertuples():
         out.setdefault(r.emotion, {})[r.kind] = _effect_entry(r, primary)
     return {"effects": out}
+
+
+def confirm_metrics(res: dict, picks: dict, settings: dict, common: SteeringCommonParams, cp: SteeringConfirmParams,
+                    st: StatisticsParams, confirm_ids: Sequence[str], select_ids: Sequence[str],
+                    n_conditions: int) -> dict:
+    """metrics/steering_confirm/metrics.json: the design (splits, randoms, power), per emotion and pick the
+    verdict vs random (primary metric, BH across emotions x picks), the other metric families' effects, the
+    dose-response trend and the real-world before/after tests."""
+    from emotion_circuits.stats.power import achieved_power, required_n
+    from emotion_circuits.steering.confirm import SECONDARY
+
+    n = len(confirm_ids)
+    secondary: dict = {}
+    effects = res["effects"]
+    for r in (effects[effects["family"] == SECONDARY].itertuples() if len(effects) else []):
+        emotion, pick, metric = r.effect.split("/")
+        secondary.setdefault(emotion, {}).setdefault(pick, {})[metric] = {
+            "effect_vs_random": r.diff, "ci_low": r.diff_ci_low, "ci_high": r.diff_ci_high, "p": r.p,
+            "q": r.p_adj}
+    used = sorted({c["setting"] for entry in picks.values() for c in entry.values()})
+    return {"model": common.model, "primary_metric": common.primary_metric,
+            "design": {"n_prompts": n, "n_selection_prompts": len(select_ids),
+                       "splits_disjoint": not set(confirm_ids) & set(select_ids), "n_random": cp.n_random,
+                       "random_per_prompt": cp.random_per_prompt, "dose": list(cp.dose),
+                       "test": "paired by prompt: emotion effect - mean of the prompt's random effects "
+                               "(sign-flip permutation, BCa CI, BH across emotions x picks)",
+                       "power": {"d_z": POWER_D, "achieved": achieved_power(POWER_D, n, None, st.power_alpha),
+                                 "required_n": int(np.ceil(required_n(POWER_D, st.power, st.power_alpha, False)))},
+                       "n_conditions": n_conditions},
+            "settings": {name: settings[name].to_dict() for name in used},
+            "verdicts": res["verdicts"], "secondary": secondary, "dose_response": res["trend"],
+            "real_world": res["real_world_tests"], "examples": examples_entries(res["examples"])}
+
+
+def examples_entries(frame: pd.DataFrame) -> dict:
+    """{emotion: {pick: [{prompt, unsteered, steered, random}, ...]}}: the report's side-by-side continuations."""
+    out: dict = {}
+    for r in frame.itertuples():
+        out.setdefault(r.emotion, {}).setdefault(r.pick, []).append(
+            {"prompt": r.prompt, "unsteered": r.unsteered, "steered": r.steered, "random": r.random})
+    return out

@@ -50,6 +50,7 @@ STAGES: dict[str, StageOuts] = {
     "vectors": _outs("vectors", plots=True),
     "alignment": _outs("alignment", plots=True),
     "steering_sweep": _outs("steering_sweep", plots=True),
+    "steering_confirm": _outs("steering_confirm", plots=True),
     "steering": _outs("steering"),
     "cross_steering": _outs("cross_steering"),
     "head_screening": _outs("head_screening", plots=True),
@@ -66,4 +67,5 @@ VECTORS = STAGES["vectors"].out
 ALIGNMENT = STAGES["alignment"].out
 STEERING_SWEEP = STAGES["steering_sweep"].out
 STEERING = STAGES["steering"].out
+STEERING_CONFIRM = STAGES["steering_confirm"].out
 SCREENING = STAGES["head_screening"].out
