@@ -3,6 +3,8 @@ recomputed, prefix sharing) and compute what they claim (checked against a hand-
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import replace
 
 import numpy as np
@@ -23,7 +25,7 @@ from emotion_circuits.steering.engine import (
     tokenize_prompt,
 )
 
-PROMPTS = ["The meeting on Tuesday", "When I opened the package", "Our train", "The weather report says"]
+from .test_steering import PROMPTS, assert_batched_matches_alone  # the same prompts of different lengths as the engine's other tests
 
 
 def band_mode_conditions(lm, seed=0):
@@ -33,12 +35,10 @@ def band_mode_conditions(lm, seed=0):
     settings = [(0, 1, "add"), (0, 1, "norm"), (0, 1, "project"), (0, lm.n_layers, "add"), (1, 1, "norm"),
                 (lm.n_layers - 2, 2, "project")]
     conds = [Condition(p) for p in PROMPTS[:3]]
-    for p in PROMPTS[:3]:
-        for layer, band, mode in settings:
-            for alpha, window, iterative in ((2.0, Window("last", 2), False), (-1.5, Window("all"), False),
-                                             (3.0, Window("generated"), True)):
-                conds.append(Condition(p, layer, alpha, d, window, schedule="exp", iterative=iterative, band=band,
-                                       mode=mode))
+    applications = ((2.0, Window("last", 2), False), (-1.5, Window("all"), False), (3.0, Window("generated"), True))
+    conds += [Condition(p, layer, alpha, d, window, schedule="exp", iterative=iterative, band=band, mode=mode)
+              for p, (layer, band, mode), (alpha, window, iterative) in itertools.product(
+                  PROMPTS[:3], settings, applications)]
     return conds
 
 
@@ -46,10 +46,8 @@ def band_mode_conditions(lm, seed=0):
 def test_mixed_bands_and_modes_in_one_batch_match_each_condition_alone(request, fixture):
     lm = request.getfixturevalue(fixture)
     conds = band_mode_conditions(lm)
-    batched = generate(lm, conds, max_new_tokens=6, batch_size=64)
-    assert batched == [generate(lm, [c], max_new_tokens=6)[0] for c in conds]
+    batched = assert_batched_matches_alone(lm, conds, 6)
     assert batched == generate(lm, conds, max_new_tokens=6, use_cache=False)
-    assert len({tuple(t) for t in batched}) > len(PROMPTS)  # steering changed something
     # norm is a different edit from add: same prompt/layer/alpha/window, different tokens for some rows (that
     # project differs is checked on logits below: on a random tiny model its removed component is small)
     by_mode = {m: [t for c, t in zip(conds, batched) if c.mode == m and c.direction is not None and c.band == 1

@@ -40,14 +40,19 @@ def mixed_conditions(lm, seed=0):
     return conds
 
 
+def assert_batched_matches_alone(lm, conds, max_new_tokens: int) -> list[list[int]]:
+    """One batched generate of every condition equals each condition generated alone, token for token, and the
+    steering changed something (more distinct outputs than prompts)."""
+    batched = generate(lm, conds, max_new_tokens=max_new_tokens, batch_size=64)
+    assert batched == [generate(lm, [c], max_new_tokens=max_new_tokens)[0] for c in conds]
+    assert len({tuple(t) for t in batched}) > len(PROMPTS)
+    return batched
+
+
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
 def test_batched_conditions_match_each_condition_alone_with_left_padding(request, fixture):
-    lm = request.getfixturevalue(fixture)
-    conds = mixed_conditions(lm)
-    batched = generate(lm, conds, max_new_tokens=8, batch_size=64)
-    alone = [generate(lm, [c], max_new_tokens=8)[0] for c in conds]
-    assert batched == alone
-    assert len({tuple(t) for t in batched}) > len(PROMPTS)  # steering changed something
+    assert_batched_matches_alone(request.getfixturevalue(fixture), mixed_conditions(request.getfixturevalue(fixture)),
+                                 8)
 
 
 def test_cached_generation_matches_full_recomputation(tiny_llama):

@@ -150,3 +150,16 @@ def test_real_world_paired_test_and_twin_expansion():
     assert set(per_text["pick"]) == {"seeds", "frontier"}
     t = tests["gratitude"]["frontier"]["p"]
     assert t["n_up"] == 12 and t["change"] == pytest.approx(0.325) and t["p_wilcoxon"] < 0.001
+
+
+def test_the_frontier_goal_needs_the_rate_the_budget_and_the_random_null_together():
+    from emotion_circuits.steering.tables import GOAL_RATE, frontier_goal
+
+    def v(rate, within, steers):
+        return {"rate": rate, "within_budget": within, "steers": steers}
+
+    goal = frontier_goal({"gratitude": {"seeds": v(0.9, True, True), "frontier": v(0.45, True, True)},
+                          "anger": {"seeds": v(0.5, True, True), "frontier": v(0.5, False, True)},
+                          "apology": {"seeds": v(0.6, True, False)}})  # frontier twin missing: seeds stands in
+    assert goal["gratitude"]["met"] and goal["gratitude"]["rate"] == 0.45 and GOAL_RATE == 0.40
+    assert not goal["anger"]["met"] and not goal["apology"]["met"]

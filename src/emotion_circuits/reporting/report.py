@@ -657,6 +657,12 @@ def confirm_design(doc: Doc, m: dict[str, Any]) -> None:
           f"{c.num(STATS, ['power', 'power'], 'g')}).", c)
 
 
+def _with_ci(c: Cite, file: str, base: list, names: tuple[str, str, str]) -> str:
+    """"+0.123 [+0.045, +0.201]": a signed value and its interval, each cited."""
+    value, low, high = (c.num(file, base + [n], "signed3") for n in names)
+    return f"{value} [{low}, {high}]"
+
+
 def confirmed_verdict(doc: Doc, m: dict[str, Any], emotion: str, pick: str) -> None:
     """One emotion's pick: where it steers, by how much beyond random, at what fluency cost, and its verdict."""
     c, k = Cite(m), ["verdicts", emotion, pick]
@@ -672,32 +678,35 @@ def confirmed_verdict(doc: Doc, m: dict[str, Any], emotion: str, pick: str) -> N
             f"{c.num(CONFIRM, k + ['layer'], 'int')}, alpha {c.num(CONFIRM, k + ['alpha'], 'g')}): "
             f"`{c.num(CONFIRM, k + ['metric'], 'str')}` rate {c.num(CONFIRM, k + ['rate'], 'f3')} vs "
             f"{c.num(CONFIRM, k + ['baseline_rate'], 'f3')} unsteered and {c.num(CONFIRM, k + ['random_rate'], 'f3')} "
-            f"under random directions; effect beyond random {c.num(CONFIRM, k + ['effect_vs_random'], 'signed3')} "
-            f"[{c.num(CONFIRM, k + ['ci_low'], 'signed3')}, {c.num(CONFIRM, k + ['ci_high'], 'signed3')}], "
+            f"under random directions; effect beyond random "
+            f"{_with_ci(c, CONFIRM, k, ('effect_vs_random', 'ci_low', 'ci_high'))}, "
             f"p = {c.num(CONFIRM, k + ['p'], 'p')}, q = {c.num(CONFIRM, k + ['q'], 'p')}, d_z = "
             f"{c.num(CONFIRM, k + ['d_z'], 'f2')} (n = {c.num(CONFIRM, k + ['n'], 'int')} prompts, "
             f"{c.num(CONFIRM, k + ['n_random'], 'int')} random directions, of which a share of "
             f"{c.num(CONFIRM, k + ['random_beats'], 'f2')} reach the emotion's mean on their prompts). Fluency: NLL "
-            f"{c.num(CONFIRM, k + ['nll_delta'], 'signed3')} [{c.num(CONFIRM, k + ['nll_ci_low'], 'signed3')}, "
-            f"{c.num(CONFIRM, k + ['nll_ci_high'], 'signed3')}] nats/token")
+            f"{_with_ci(c, CONFIRM, k, ('nll_delta', 'nll_ci_low', 'nll_ci_high'))} nats/token")
     if v.get("degenerate_delta") is not None:
         text += f", degenerate share {c.num(CONFIRM, k + ['degenerate_delta'], 'signed3')}"
     budget = "within" if v["within_budget"] else "outside"
     text += (f" ({budget} the budget). **Verdict: {c.num(CONFIRM, k + ['verdict'], 'str')}"
              f"{'' if v['steers'] else ' beyond equal-norm random directions'}.**")
-    trend = (m[CONFIRM].get("dose_response", {}).get(emotion, {}).get(pick, {})
-             .get(m[CONFIRM]["primary_metric"]))
-    if trend:
-        t = ["dose_response", emotion, pick, m[CONFIRM]["primary_metric"]]
-        text += (f" Dose-response over alpha {c.num(CONFIRM, t + ['alphas', 0], 'g')} .. "
-                 f"{c.num(CONFIRM, t + ['alphas', len(trend['alphas']) - 1], 'g')}: slope "
-                 f"{c.num(CONFIRM, t + ['slope'], 'signed3')} per unit alpha [{c.num(CONFIRM, t + ['slope_ci_low'], 'signed3')}, "
-                 f"{c.num(CONFIRM, t + ['slope_ci_high'], 'signed3')}], p = {c.num(CONFIRM, t + ['p'], 'p')}, "
-                 f"monotone: `{c.num(CONFIRM, t + ['monotone'], 'str')}`")
-        if trend.get("effect_at_most_negative") is not None:
-            text += f"; at the most negative alpha the effect is {c.num(CONFIRM, t + ['effect_at_most_negative'], 'signed3')}"
-        text += "."
-    doc.p(text, c)
+    doc.p(text + dose_text(c, m, emotion, pick), c)
+
+
+def dose_text(c: Cite, m: dict[str, Any], emotion: str, pick: str) -> str:
+    """The dose-response of one pick on the primary metric: its alphas, trend slope, monotonicity, and -alpha."""
+    primary = m[CONFIRM]["primary_metric"]
+    trend = m[CONFIRM].get("dose_response", {}).get(emotion, {}).get(pick, {}).get(primary)
+    if not trend:
+        return ""
+    t = ["dose_response", emotion, pick, primary]
+    first, last = (c.num(CONFIRM, t + ["alphas", i], "g") for i in (0, len(trend["alphas"]) - 1))
+    out = (f" Dose-response over alpha {first} .. {last}: slope "
+           f"{_with_ci(c, CONFIRM, t, ('slope', 'slope_ci_low', 'slope_ci_high'))} per unit alpha, p = "
+           f"{c.num(CONFIRM, t + ['p'], 'p')}, monotone: `{c.num(CONFIRM, t + ['monotone'], 'str')}`")
+    if trend.get("effect_at_most_negative") is not None:
+        out += f"; at the most negative alpha the effect is {c.num(CONFIRM, t + ['effect_at_most_negative'], 'signed3')}"
+    return out + "."
 
 
 def examples_block(doc: Doc, m: dict[str, Any], emotion: str) -> None:
@@ -723,6 +732,13 @@ def confirm_section(doc: Doc, m: dict[str, Any], figs: Figures) -> None:
         for pick in ("seeds", "frontier"):
             if pick in m[CONFIRM]["verdicts"][emotion]:
                 confirmed_verdict(doc, m, emotion, pick)
+    for emotion, g in sorted(m[CONFIRM].get("goal", {}).items()):
+        c, k = Cite(m), ["goal", emotion]
+        doc.p(f"Goal for **{emotion}**: a confirmed `{c.num(CONFIRM, ['primary_metric'], 'str')}` rate of at least "
+              f"{c.num(CONFIRM, k + ['target_rate'], 'f2')} within the fluency budget. Best setting: rate "
+              f"{c.num(CONFIRM, k + ['rate'], 'f3')}, within budget `{c.num(CONFIRM, k + ['within_budget'], 'str')}`, "
+              f"beyond random `{c.num(CONFIRM, k + ['steers'], 'str')}`: **goal met: "
+              f"`{c.num(CONFIRM, k + ['met'], 'str')}`**.", c)
     figs.add("steering_confirm__dose_response.png", "Dose-response on the confirmation prompts (0 = unsteered)")
     figs.add("steering_confirm__random_vs_emotion.png",
              "Each random direction's mean effect (dots) against the emotion direction's (bar)")

@@ -141,7 +141,24 @@ def confirm_metrics(res: dict, picks: dict, settings: dict, common: SteeringComm
                        "n_conditions": n_conditions},
             "settings": {name: settings[name].to_dict() for name in used},
             "verdicts": res["verdicts"], "secondary": secondary, "dose_response": res["trend"],
-            "real_world": res["real_world_tests"], "examples": examples_entries(res["examples"])}
+            "real_world": res["real_world_tests"], "examples": examples_entries(res["examples"]),
+            "goal": frontier_goal(res["verdicts"])}
+
+
+GOAL_RATE = 0.40  # issue 17's frontier goal: this keyword rate within the fluency budget, confirmed vs random
+
+
+def frontier_goal(verdicts: dict) -> dict:
+    """Per emotion: is the best setting's confirmed rate >= GOAL_RATE, within the budget and beyond random?"""
+    out = {}
+    for emotion, picks in verdicts.items():
+        v = picks.get("frontier") or picks.get("seeds")
+        if v is None:
+            continue
+        out[emotion] = {"target_rate": GOAL_RATE, "rate": v["rate"], "within_budget": v["within_budget"],
+                        "steers": v["steers"],
+                        "met": bool(v["rate"] >= GOAL_RATE and v["within_budget"] and v["steers"])}
+    return out
 
 
 def examples_entries(frame: pd.DataFrame) -> dict:
