@@ -657,6 +657,11 @@ def confirm_design(doc: Doc, m: dict[str, Any]) -> None:
           f"{c.num(STATS, ['power', 'power'], 'g')}).", c)
 
 
+def _eq(shown: str) -> str:
+    """"= 0.042" or "< 0.001": a formatted p-value after its name."""
+    return shown if shown.startswith("<") else f"= {shown}"
+
+
 def _with_ci(c: Cite, file: str, base: list, names: tuple[str, str, str]) -> str:
     """"+0.123 [+0.045, +0.201]": a signed value and its interval, each cited."""
     value, low, high = (c.num(file, base + [n], "signed3") for n in names)
@@ -680,10 +685,11 @@ def confirmed_verdict(doc: Doc, m: dict[str, Any], emotion: str, pick: str) -> N
             f"{c.num(CONFIRM, k + ['baseline_rate'], 'f3')} unsteered and {c.num(CONFIRM, k + ['random_rate'], 'f3')} "
             f"under random directions; effect beyond random "
             f"{_with_ci(c, CONFIRM, k, ('effect_vs_random', 'ci_low', 'ci_high'))}, "
-            f"p = {c.num(CONFIRM, k + ['p'], 'p')}, q = {c.num(CONFIRM, k + ['q'], 'p')}, d_z = "
+            f"p {_eq(c.num(CONFIRM, k + ['p'], 'p'))}, q {_eq(c.num(CONFIRM, k + ['q'], 'p'))}, d_z = "
             f"{c.num(CONFIRM, k + ['d_z'], 'f2')} (n = {c.num(CONFIRM, k + ['n'], 'int')} prompts, "
-            f"{c.num(CONFIRM, k + ['n_random'], 'int')} random directions, of which a share of "
-            f"{c.num(CONFIRM, k + ['random_beats'], 'f2')} reach the emotion's mean on their prompts). Fluency: NLL "
+            f"{c.num(CONFIRM, k + ['n_random'], 'int')} random directions; a share of "
+            f"{c.num(CONFIRM, k + ['random_beats'], 'f2')} of them tie or beat the emotion's mean on the few prompts "
+            f"each ran on, ties at zero included). Fluency: NLL "
             f"{_with_ci(c, CONFIRM, k, ('nll_delta', 'nll_ci_low', 'nll_ci_high'))} nats/token")
     if v.get("degenerate_delta") is not None:
         text += f", degenerate share {c.num(CONFIRM, k + ['degenerate_delta'], 'signed3')}"
@@ -702,8 +708,8 @@ def dose_text(c: Cite, m: dict[str, Any], emotion: str, pick: str) -> str:
     t = ["dose_response", emotion, pick, primary]
     first, last = (c.num(CONFIRM, t + ["alphas", i], "g") for i in (0, len(trend["alphas"]) - 1))
     out = (f" Dose-response over alpha {first} .. {last}: slope "
-           f"{_with_ci(c, CONFIRM, t, ('slope', 'slope_ci_low', 'slope_ci_high'))} per unit alpha, p = "
-           f"{c.num(CONFIRM, t + ['p'], 'p')}, monotone: `{c.num(CONFIRM, t + ['monotone'], 'str')}`")
+           f"{_with_ci(c, CONFIRM, t, ('slope', 'slope_ci_low', 'slope_ci_high'))} per unit alpha, p "
+           f"{_eq(c.num(CONFIRM, t + ['p'], 'p'))}, monotone: `{c.num(CONFIRM, t + ['monotone'], 'str')}`")
     if trend.get("effect_at_most_negative") is not None:
         out += f"; at the most negative alpha the effect is {c.num(CONFIRM, t + ['effect_at_most_negative'], 'signed3')}"
     return out + "."
