@@ -15,6 +15,7 @@ from emotion_circuits.evaluation.catalog import families_in
 from emotion_circuits.reporting.live import stage_live
 from emotion_circuits.store.io import read_parquet, staged_outputs, write_json, write_parquet
 from emotion_circuits.model.info import stage_model
+from emotion_circuits.model.site import Site
 
 PEERS = "metrics/peers.json"  # benchmarks/peers.py's points (repeng, steering-vectors) for the frontier plot
 
@@ -23,6 +24,8 @@ def run(params, args) -> None:
     s, g, budget = params.steering_common, params.steering_sweep, params.steering
     # first: params that cannot fit the model (from its header/config, no weights) fail before anything is read
     info = stage_model(s.model, "steering_common.model", params.models, s.max_new_tokens)
+    for layer in g.layers:  # the grid every setting inherits; then each setting's own layers and band
+        Site(layer).within(info.n_layers, "steering_sweep.layers")
     settings = settings_from(s, g.settings, g.layers, g.alphas, info.n_layers)
     prompts = split_prompts(read_parquet(paths.DATASET / "steering_prompts.parquet"), g.n_prompts,
                             params.steering_confirm.n_prompts)["selection"]

@@ -171,7 +171,7 @@ def test_a_registered_evaluator_flows_into_tables_and_statistics(throwaway):
     table = add_effects(table, metric_columns(table))
     samples = sweep_effect_samples(table, ["lex", "zz"])
     assert sorted(set(samples["metric"])) == sorted([f"lex_{e}" for e in EMOTIONS] + [f"zz_{e}" for e in EMOTIONS])
-    anger = samples[samples["effect"] == "anger/blocks.2.hook_resid_pre/alpha=4/zz_anger"]
+    anger = samples[samples["effect"] == "anger/default/blocks.2.hook_resid_pre/alpha=4/zz_anger"]
     emo = table[(table["kind"] == "emotion") & (table["emotion"] == "anger")].sort_values("prompt_id")
     np.testing.assert_allclose(anger[anger["group"] == "effect"]["value"], emo["effect_zz_anger"])
     assert (anger["group"] == "null").sum() == 6  # 3 prompts x 2 random directions
