@@ -132,11 +132,11 @@ def test_queued_sweep_runs_in_workers_and_exp_show_csv_collects_params_and_metri
     assert grid[0] and grid[1] and not grid[0] & grid[1]  # the sweep's grid columns follow the layer
     # the alpha variant: the single-alpha stage's numbers moved, the (not rerun) sweep's did not
     assert [float(_col(r, "alpha", single)) for r in (base, layer2, alpha4)] == [2, 2, 4]
-    effect = "neutral.anger|prompt_only.effect"
+    effect = "neutral.anger|prompt_only.nll_delta"  # fluency moves with alpha (the keyword judge reads 0 here)
     assert float(_col(alpha4, effect, single)) != float(_col(base, effect, single))
     assert all(base[k] == alpha4[k] for k in base if k.startswith(("best_by_setting.", "vs_random_band.")))
     truth = json.loads((team / single).read_text())["neutral"]["anger|prompt_only"]
-    assert float(_col(base, effect, single)) == pytest.approx(truth["effect"])
+    assert float(_col(base, effect, single)) == pytest.approx(truth["nll_delta"])
 
     # a chosen experiment becomes a git branch (or `dvc exp apply` puts it into the workspace)
     dvc("exp", "branch", "sweep-layer2", "layer2", cwd=team)
